@@ -1,0 +1,165 @@
+"""Adapters: how the app reads a tracked host model without changing it.
+
+A host registers one adapter class per tracked model in ``FOLLOWUP_VISIBILITY_TRACKED_MODELS``.
+The defaults read conventionally named fields; override attributes for other field names and
+methods for anything computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import models
+
+from followup_visibility.choices import Status
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the host knows about one opportunity, as read through its adapter."""
+
+    title: str
+    owner_id: Any
+    stage: str
+    status: str
+    close_reason: str
+    arrived_at: datetime
+    value: Decimal | None
+    team_key: str
+    segment_hints: Mapping[str, str] = field(default_factory=dict)
+    phones: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+    next_action_due_at: datetime | None = None
+
+    def digest(self) -> str:
+        """A stable hash, so reconcile can skip rows whose host state has not moved."""
+        payload = json.dumps(asdict(self), sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class OpportunityAdapter:
+    """Reads owner, stage, status, arrival, value, team, segment hints and contact identity.
+
+    Subclass it per tracked model. Attributes name host fields; set one to ``None`` when the host
+    has no such field. Methods may be overridden freely; they must not write to the database.
+    """
+
+    owner_field: str | None = "owner"
+    stage_field: str | None = "stage"
+    status_field: str | None = "status"
+    #: Maps host status values to ``Status`` values; unmapped values count as open.
+    status_map: Mapping[Any, str] = {}
+    close_reason_field: str | None = None
+    arrived_at_field: str = "created_at"
+    value_field: str | None = None
+    team_field: str | None = None
+    phone_fields: tuple[str, ...] = ()
+    email_fields: tuple[str, ...] = ()
+    next_action_field: str | None = None
+    #: Host fields copied into ``segment_hints`` (for segment rules), e.g. ``("source",)``.
+    segment_hint_fields: tuple[str, ...] = ()
+    #: FK on this model to the host object it was converted from (a deal's lead).
+    predecessor_field: str | None = None
+
+    def __init__(self, model: type[models.Model]) -> None:
+        self.model = model
+
+    def get_queryset(self) -> models.QuerySet[Any]:
+        """Host rows considered by backfill and reconcile."""
+        return self.model._default_manager.all()
+
+    def get_title(self, obj: Any) -> str:
+        return str(obj)[:255]
+
+    def get_owner_id(self, obj: Any) -> Any:
+        """Primary key of the owning user, or ``None`` when unassigned."""
+        if self.owner_field is None:
+            return None
+        return getattr(obj, f"{self.owner_field}_id", None)
+
+    def get_stage(self, obj: Any) -> str:
+        return str(getattr(obj, self.stage_field) or "") if self.stage_field else ""
+
+    def get_status(self, obj: Any) -> str:
+        """One of ``Status.OPEN/WON/LOST/DISQUALIFIED/CONVERTED``."""
+        if self.status_field is None:
+            return Status.OPEN
+        raw = getattr(obj, self.status_field)
+        mapped = self.status_map.get(raw, raw)
+        host_statuses = {
+            Status.OPEN,
+            Status.WON,
+            Status.LOST,
+            Status.DISQUALIFIED,
+            Status.CONVERTED,
+        }
+        return str(mapped) if mapped in host_statuses else Status.OPEN
+
+    def get_close_reason(self, obj: Any) -> str:
+        if self.close_reason_field is None:
+            return ""
+        return str(getattr(obj, self.close_reason_field) or "")[:255]
+
+    def get_arrived_at(self, obj: Any) -> datetime:
+        """When the demand arrived: the clock start of first-response and ownership SLAs."""
+        value: datetime = getattr(obj, self.arrived_at_field)
+        return value
+
+    def get_value(self, obj: Any) -> Decimal | None:
+        if self.value_field is None:
+            return None
+        raw = getattr(obj, self.value_field)
+        return None if raw is None else Decimal(raw)
+
+    def get_team_key(self, obj: Any) -> str:
+        """A key naming the owning team (matched to teams by their ``key``)."""
+        return str(getattr(obj, self.team_field) or "") if self.team_field else ""
+
+    def get_segment_hints(self, obj: Any) -> dict[str, str]:
+        return {name: str(getattr(obj, name) or "") for name in self.segment_hint_fields}
+
+    def get_phones(self, obj: Any) -> tuple[str, ...]:
+        return _non_empty(getattr(obj, name) for name in self.phone_fields)
+
+    def get_emails(self, obj: Any) -> tuple[str, ...]:
+        return _non_empty(getattr(obj, name) for name in self.email_fields)
+
+    def get_next_action_due_at(self, obj: Any) -> datetime | None:
+        """The host's dated next step, if it keeps one."""
+        if self.next_action_field is None:
+            return None
+        value: datetime | None = getattr(obj, self.next_action_field)
+        return value
+
+    def get_predecessor(self, obj: Any) -> models.Model | None:
+        """The host object this one continues (a lead converted into this deal)."""
+        if self.predecessor_field is None:
+            return None
+        value: models.Model | None = getattr(obj, self.predecessor_field)
+        return value
+
+    def snapshot(self, obj: Any) -> Snapshot:
+        return Snapshot(
+            title=self.get_title(obj),
+            owner_id=self.get_owner_id(obj),
+            stage=self.get_stage(obj)[:100],
+            status=self.get_status(obj),
+            close_reason=self.get_close_reason(obj),
+            arrived_at=self.get_arrived_at(obj),
+            value=self.get_value(obj),
+            team_key=self.get_team_key(obj)[:100],
+            segment_hints=self.get_segment_hints(obj),
+            phones=self.get_phones(obj),
+            emails=self.get_emails(obj),
+            next_action_due_at=self.get_next_action_due_at(obj),
+        )
+
+
+def _non_empty(values: Iterable[Any]) -> tuple[str, ...]:
+    return tuple(str(v).strip() for v in values if v and str(v).strip())

@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from simple_history.admin import SimpleHistoryAdmin
+
+from followup_visibility.merge import merge_opportunities
+from followup_visibility.models import (
+    ContactIdentity,
+    DuplicateMatch,
+    Handoff,
+    Touch,
+    TrackedOpportunity,
+)
+
+_DERIVED = (
+    "first_outbound_at",
+    "first_response_at",
+    "first_response_touch",
+    "last_touch_at",
+    "last_meaningful_touch_at",
+    "last_meaningful_touch",
+    "awaiting_reply_since",
+    "last_unanswered_call_at",
+)
+
+
+class TouchInline(admin.TabularInline):
+    model = Touch
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = (
+        "occurred_at",
+        "channel",
+        "direction",
+        "outcome",
+        "is_meaningful",
+        "meaningful_reason",
+        "actor",
+        "logging_lag",
+    )
+    readonly_fields = fields
+    ordering = ("-occurred_at",)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class IdentityInline(admin.TabularInline):
+    model = ContactIdentity
+    extra = 0
+    can_delete = False
+    fields = ("kind", "raw", "key")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class HandoffInline(admin.TabularInline):
+    model = Handoff
+    extra = 0
+    can_delete = False
+    fields = ("handed_at", "from_owner", "to_owner", "accepted_at", "accepted_via", "superseded_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(TrackedOpportunity)
+class TrackedOpportunityAdmin(SimpleHistoryAdmin):
+    list_display = (
+        "__str__",
+        "content_type",
+        "owner",
+        "stage",
+        "status",
+        "arrived_at",
+        "first_response_at",
+        "last_meaningful_touch_at",
+        "awaiting_reply_since",
+        "next_action_due_at",
+    )
+    list_filter = ("status", "content_type", "stage")
+    list_select_related = ("content_type", "owner")
+    search_fields = ("title", "object_pk", "identities__key", "identities__raw")
+    date_hierarchy = "arrived_at"
+    raw_id_fields = ("owner", "predecessor", "chain_root", "merged_into")
+    readonly_fields = (
+        "content_type",
+        "object_pk",
+        "snapshot_digest",
+        "synced_at",
+        "created_at",
+        "updated_at",
+        "merged_at",
+        *_DERIVED,
+    )
+    inlines = (HandoffInline, IdentityInline, TouchInline)
+    actions = ("merge_into_oldest",)
+
+    @admin.action(description=_("Merge selected into the oldest open one"), permissions=("change",))
+    def merge_into_oldest(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        opps = list(queryset.order_by("arrived_at", "pk"))
+        if len(opps) < 2:
+            self.message_user(request, _("Select at least two."), messages.WARNING)
+            return
+        survivor, now = opps[0], timezone.now()
+        try:
+            for duplicate in opps[1:]:
+                merge_opportunities(
+                    duplicate,
+                    survivor,
+                    now=now,
+                    by=request.user,
+                    reason=f"admin merge by {request.user}",
+                )
+        except ValidationError as exc:
+            self.message_user(request, "; ".join(exc.messages), messages.ERROR)
+            return
+        self.message_user(request, _("Merged %d into %s.") % (len(opps) - 1, survivor))
+
+
+@admin.register(Touch)
+class TouchAdmin(admin.ModelAdmin):
+    list_display = (
+        "occurred_at",
+        "opportunity",
+        "channel",
+        "direction",
+        "outcome",
+        "is_meaningful",
+        "meaningful_reason",
+        "logging_lag",
+        "source",
+    )
+    list_filter = ("channel", "direction", "is_meaningful", "meaningful_reason", "source")
+    list_select_related = ("opportunity", "actor")
+    search_fields = ("external_id", "contact", "summary")
+    raw_id_fields = ("opportunity", "actor")
+    date_hierarchy = "occurred_at"
+    readonly_fields = ("is_meaningful", "meaningful_reason", "logging_lag", "created_at")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Touches are evidence; they are recorded through record_touch(), never edited.
+        return False
+
+
+@admin.register(Handoff)
+class HandoffAdmin(SimpleHistoryAdmin):
+    list_display = (
+        "opportunity",
+        "from_owner",
+        "to_owner",
+        "handed_at",
+        "accepted_at",
+        "accepted_via",
+        "superseded_at",
+    )
+    list_filter = ("accepted_via",)
+    list_select_related = ("opportunity", "from_owner", "to_owner")
+    raw_id_fields = ("opportunity", "from_owner", "to_owner", "accepted_touch", "created_by")
+
+
+@admin.register(DuplicateMatch)
+class DuplicateMatchAdmin(admin.ModelAdmin):
+    list_display = ("opportunity", "duplicate", "kind", "key", "detected_at", "cleared_at")
+    list_filter = ("kind",)
+    list_select_related = ("opportunity", "duplicate")
+    raw_id_fields = ("opportunity", "duplicate")
+    search_fields = ("key",)

@@ -1,0 +1,161 @@
+"""System checks for every setting a host can get wrong (ids ``followup_visibility.E0xx``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core import checks
+from django.core.exceptions import FieldDoesNotExist
+from django.utils.module_loading import import_string
+
+from followup_visibility.adapters import OpportunityAdapter
+from followup_visibility.conf import PREFIX, app_settings
+
+REQUIRED_APPS = ("django.contrib.auth", "django.contrib.contenttypes", "simple_history")
+
+# Adapter attributes that name host model fields.
+_FIELD_ATTRIBUTES = (
+    "owner_field",
+    "stage_field",
+    "status_field",
+    "close_reason_field",
+    "arrived_at_field",
+    "value_field",
+    "team_field",
+    "next_action_field",
+    "predecessor_field",
+)
+_FIELD_TUPLE_ATTRIBUTES = ("phone_fields", "email_fields", "segment_hint_fields")
+
+
+def register() -> None:
+    checks.register(check_settings, "followup_visibility")
+    checks.register(check_tracked_models, "followup_visibility")
+
+
+def _error(n: int, msg: str, hint: str) -> checks.Error:
+    return checks.Error(msg, hint=hint, id=f"followup_visibility.E{n:03d}")
+
+
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    for app in REQUIRED_APPS:
+        if not apps.is_installed(app):
+            errors.append(
+                _error(5, f"{app} is not in INSTALLED_APPS.", f"Add {app!r} to INSTALLED_APPS.")
+            )
+    if not settings.USE_TZ:
+        errors.append(
+            _error(11, "USE_TZ is False.", "SLA clocks need aware datetimes: set USE_TZ = True.")
+        )
+    import phonenumbers
+
+    region = app_settings.PHONE_REGION
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        errors.append(
+            _error(
+                6,
+                f"{PREFIX}PHONE_REGION {region!r} is not a known region.",
+                "Use an ISO 3166-1 alpha-2 code such as 'US' or 'GB'.",
+            )
+        )
+    skew = app_settings.MAX_CLOCK_SKEW
+    if not isinstance(skew, timedelta) or skew < timedelta(0):
+        errors.append(
+            _error(
+                8, f"{PREFIX}MAX_CLOCK_SKEW must be a timedelta >= 0.", "e.g. timedelta(minutes=5)"
+            )
+        )
+    size = app_settings.SYNC_CHUNK_SIZE
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        errors.append(_error(9, f"{PREFIX}SYNC_CHUNK_SIZE must be a positive integer.", "e.g. 500"))
+    for path in app_settings.TOUCH_RULES:
+        try:
+            rule = import_string(path)
+        except ImportError as exc:
+            errors.append(
+                _error(7, f"Touch rule {path!r} cannot be imported: {exc}.", "Fix the dotted path.")
+            )
+            continue
+        if not callable(rule):
+            errors.append(_error(7, f"Touch rule {path!r} is not callable.", "Name a function."))
+    return errors
+
+
+def check_tracked_models(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    tracked = app_settings.TRACKED_MODELS
+    name = f"{PREFIX}TRACKED_MODELS"
+    if not isinstance(tracked, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in tracked.items()
+    ):
+        return [
+            _error(
+                1,
+                f"{name} must map model labels to adapter paths.",
+                '{"crm.Lead": "crm.adapters.LeadAdapter"}',
+            )
+        ]
+    if not tracked:
+        return [
+            checks.Warning(
+                f"{name} is empty: nothing is tracked.",
+                hint="Register your Lead/Deal models with an adapter each.",
+                id="followup_visibility.W001",
+            )
+        ]
+    errors: list[checks.CheckMessage] = []
+    for label, adapter_path in tracked.items():
+        try:
+            model = apps.get_model(label)
+        except (LookupError, ValueError):
+            errors.append(
+                _error(2, f"{name}: {label!r} is not an installed model.", "Use 'app_label.Model'.")
+            )
+            continue
+        try:
+            adapter_class = import_string(adapter_path)
+        except ImportError as exc:
+            errors.append(
+                _error(
+                    3,
+                    f"{name}: adapter {adapter_path!r} for {label} cannot be imported: {exc}.",
+                    "Give the dotted path of an OpportunityAdapter subclass.",
+                )
+            )
+            continue
+        if not (isinstance(adapter_class, type) and issubclass(adapter_class, OpportunityAdapter)):
+            errors.append(
+                _error(
+                    4,
+                    f"{name}: {adapter_path!r} is not an OpportunityAdapter subclass.",
+                    "Subclass followup_visibility.adapters.OpportunityAdapter.",
+                )
+            )
+            continue
+        errors += _check_adapter_fields(model, adapter_class)
+    return errors
+
+
+def _check_adapter_fields(model: Any, adapter_class: type[OpportunityAdapter]) -> list[Any]:
+    names = [(a, getattr(adapter_class, a)) for a in _FIELD_ATTRIBUTES]
+    names += [(a, n) for a in _FIELD_TUPLE_ATTRIBUTES for n in getattr(adapter_class, a)]
+    errors = []
+    for attribute, field_name in names:
+        if field_name is None:
+            continue
+        try:
+            model._meta.get_field(field_name)
+        except FieldDoesNotExist:
+            errors.append(
+                _error(
+                    10,
+                    f"{adapter_class.__qualname__}.{attribute} names {field_name!r}, "
+                    f"which {model._meta.label} does not have.",
+                    "Name an existing field, set None, or override the adapter method.",
+                )
+            )
+    return errors

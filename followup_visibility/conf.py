@@ -1,0 +1,69 @@
+"""Typed access to the ``FOLLOWUP_VISIBILITY_*`` settings.
+
+Every property reads ``django.conf.settings`` at access time, so ``override_settings`` works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+
+PREFIX = "FOLLOWUP_VISIBILITY_"
+
+DEFAULT_TOUCH_RULES: tuple[str, ...] = (
+    "followup_visibility.rules.internal_note",
+    "followup_visibility.rules.stage_change_without_contact",
+    "followup_visibility.rules.auto_reply",
+    "followup_visibility.rules.untargeted_template",
+    "followup_visibility.rules.failed_delivery",
+    "followup_visibility.rules.no_conversation",
+)
+
+
+class Settings:
+    """One property per setting; defaults live here and nowhere else."""
+
+    def _get(self, name: str, default: Any) -> Any:
+        return getattr(settings, PREFIX + name, default)
+
+    @property
+    def TRACKED_MODELS(self) -> Mapping[str, str]:
+        """``{"app_label.Model": "dotted.path.to.AdapterClass"}`` for each tracked host model."""
+        value: Mapping[str, str] = self._get("TRACKED_MODELS", {})
+        return value
+
+    @property
+    def PHONE_REGION(self) -> str:
+        """ISO 3166 region used to parse phone numbers written without a country code."""
+        value: str = self._get("PHONE_REGION", "US")
+        return value
+
+    @property
+    def MAX_CLOCK_SKEW(self) -> timedelta:
+        """How far in the future a touch's ``occurred_at`` may lie before it is rejected."""
+        value: timedelta = self._get("MAX_CLOCK_SKEW", timedelta(minutes=5))
+        return value
+
+    @property
+    def TOUCH_RULES(self) -> Sequence[str]:
+        """Dotted paths of the rules that classify touches; the first verdict wins."""
+        value: Sequence[str] = self._get("TOUCH_RULES", DEFAULT_TOUCH_RULES)
+        return value
+
+    @property
+    def SYNC_CHUNK_SIZE(self) -> int:
+        """Host rows read and written per transaction by backfill and reconcile."""
+        value: int = self._get("SYNC_CHUNK_SIZE", 500)
+        return value
+
+    @property
+    def ACCEPT_HANDOFF_ON_TOUCH(self) -> bool:
+        """Whether the new owner's first meaningful outbound touch accepts a pending handoff."""
+        value: bool = self._get("ACCEPT_HANDOFF_ON_TOUCH", True)
+        return value
+
+
+app_settings = Settings()

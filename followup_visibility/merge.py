@@ -1,0 +1,72 @@
+"""Merging duplicate opportunities into one timeline."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils.translation import gettext as _
+from simple_history.utils import update_change_reason
+
+from followup_visibility import identity, timeline
+from followup_visibility.choices import Status
+from followup_visibility.models import Touch, TrackedOpportunity
+from followup_visibility.signals import opportunities_merged, send_on_commit
+
+
+def merge_opportunities(
+    duplicate: TrackedOpportunity,
+    survivor: TrackedOpportunity,
+    *,
+    now: datetime,
+    by: Any = None,
+    reason: str = "",
+) -> TrackedOpportunity:
+    """Fold ``duplicate``'s timeline into ``survivor``; the duplicate stays, marked merged.
+
+    The host rows are left alone (the CRM stays the system of record). The duplicate's contact
+    identities stay on it, and touches matched through them are redirected to the survivor.
+    """
+    if duplicate.pk == survivor.pk:
+        raise ValidationError(_("An opportunity cannot be merged into itself."), code="self")
+    with transaction.atomic():
+        # Lock both in a fixed order so two opposite merges cannot deadlock.
+        locked = {
+            opp.pk: opp
+            for opp in TrackedOpportunity.objects.select_for_update()
+            .filter(pk__in=[duplicate.pk, survivor.pk])
+            .order_by("pk")
+        }
+        duplicate, survivor = locked[duplicate.pk], locked[survivor.pk]
+        if survivor.status != Status.OPEN:
+            raise ValidationError(
+                _("Cannot merge into %(survivor)s: it is %(status)s, not open.")
+                % {"survivor": survivor, "status": survivor.get_status_display().lower()},
+                code="survivor_closed",
+            )
+        if duplicate.status == Status.MERGED:
+            raise ValidationError(
+                _("%(duplicate)s was already merged.") % {"duplicate": duplicate},
+                code="already_merged",
+            )
+        Touch.objects.filter(opportunity=duplicate).update(opportunity=survivor)
+        TrackedOpportunity.objects.filter(merged_into=duplicate).update(merged_into=survivor)
+        duplicate.status = Status.MERGED
+        duplicate.merged_into = survivor
+        duplicate.merged_at = now
+        duplicate.closed_at = duplicate.closed_at or now
+        duplicate._history_user = by  # type: ignore[attr-defined]
+        duplicate.save()
+        update_change_reason(duplicate, reason or _("merged into %s") % survivor.pk)
+        changed = timeline.refresh(survivor)
+        if changed:
+            TrackedOpportunity.objects.filter(pk=survivor.pk).update(
+                **{name: getattr(survivor, name) for name in changed}
+            )
+        identity.clear_duplicates([duplicate.pk], now)
+        send_on_commit(
+            opportunities_merged, TrackedOpportunity, survivor=survivor, merged=duplicate
+        )
+    return survivor

@@ -1,0 +1,273 @@
+"""Keep tracked opportunities in step with host rows: on save, by backfill and by reconcile.
+
+One batched function, ``sync_objects``, serves all three callers so that a row created by a
+signal, a backfill or a reconcile ends up identical.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.contrib.contenttypes.models import ContentType
+from django.db import models, transaction
+from simple_history.utils import bulk_create_with_history, bulk_update_with_history
+
+from followup_visibility import identity, ownership
+from followup_visibility.adapters import OpportunityAdapter, Snapshot
+from followup_visibility.choices import Status
+from followup_visibility.conf import app_settings
+from followup_visibility.models import ContactIdentity, TrackedOpportunity
+from followup_visibility.registry import get_adapter
+from followup_visibility.signals import opportunities_synced, send_on_commit
+
+MIRRORED_FIELDS = [
+    "title",
+    "owner",
+    "owner_confirmed_at",
+    "stage",
+    "stage_entered_at",
+    "status",
+    "close_reason",
+    "closed_at",
+    "arrived_at",
+    "value",
+    "team_key",
+    "segment_hints",
+    "next_action_due_at",
+    "next_action_set_at",
+    "next_action_done_at",
+    "predecessor",
+    "chain_root",
+    "snapshot_digest",
+    "synced_at",
+]
+
+# Statuses we set ourselves; the host's view no longer applies to these records.
+_OUR_CLOSED = frozenset({Status.MERGED})
+
+
+@dataclass
+class SyncResult:
+    created: list[Any] = field(default_factory=list)
+    updated: list[Any] = field(default_factory=list)
+    unchanged: int = 0
+
+    def __iadd__(self, other: SyncResult) -> SyncResult:
+        self.created += other.created
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        return self
+
+
+def sync_objects(
+    objs: Sequence[models.Model], now: datetime, *, confirm_owners: bool = False
+) -> SyncResult:
+    """Create or update the tracked opportunities of host objects of one tracked model.
+
+    Rows whose snapshot digest is unchanged are skipped. Owner changes open handoffs (stored as
+    accepted with ``confirm_owners``), contact identities are refreshed and duplicates
+    detected, all in the caller's transaction.
+    """
+    result = SyncResult()
+    if not objs:
+        return result
+    adapter = get_adapter(type(objs[0]))
+    ct = ContentType.objects.get_for_model(adapter.model)
+    snapshots = {str(obj.pk): (obj, adapter.snapshot(obj)) for obj in objs}
+    with transaction.atomic():
+        existing = {
+            opp.object_pk: opp
+            for opp in TrackedOpportunity.objects.select_for_update().filter(
+                content_type=ct, object_pk__in=list(snapshots)
+            )
+        }
+        new, changed, owner_changes, identity_refresh = [], [], [], []
+        for pk, (_obj, snap) in snapshots.items():
+            opp = existing.get(pk)
+            digest = snap.digest()
+            if opp is not None and opp.snapshot_digest == digest:
+                result.unchanged += 1
+                continue
+            if opp is None:
+                opp = TrackedOpportunity(content_type=ct, object_pk=pk)
+                new.append(opp)
+            else:
+                changed.append(opp)
+            old_owner = opp.owner_id
+            _apply(opp, snap, now, is_new=opp in new)
+            if opp.owner_id != old_owner:
+                if confirm_owners and opp.owner_id is not None:
+                    opp.owner_confirmed_at = now
+                owner_changes.append((opp, old_owner, opp.owner_id))
+            identity_refresh.append((opp, snap))
+        _link_predecessors(adapter, snapshots, new + changed, now)
+        bulk_create_with_history(new, TrackedOpportunity, default_date=now)
+        if changed:
+            bulk_update_with_history(changed, TrackedOpportunity, MIRRORED_FIELDS, default_date=now)
+        ownership.record_owner_changes(owner_changes, now, confirmed=confirm_owners)
+        _refresh_identities(identity_refresh, now)
+        result.created = [opp.pk for opp in new]
+        result.updated = [opp.pk for opp in changed]
+        if new or changed:
+            send_on_commit(
+                opportunities_synced,
+                TrackedOpportunity,
+                created=result.created,
+                updated=result.updated,
+            )
+    return result
+
+
+def _apply(opp: TrackedOpportunity, snap: Snapshot, now: datetime, *, is_new: bool) -> None:
+    opp.title = snap.title
+    if snap.owner_id != opp.owner_id:
+        opp.owner_confirmed_at = None
+    opp.owner_id = snap.owner_id
+    if is_new or snap.stage != opp.stage:
+        opp.stage_entered_at = now
+    opp.stage = snap.stage
+    if opp.status not in _OUR_CLOSED:
+        was_open = is_new or opp.status == Status.OPEN
+        opp.status = snap.status
+        if snap.status == Status.OPEN:
+            opp.closed_at = None
+        elif was_open:
+            opp.closed_at = now
+    opp.close_reason = snap.close_reason
+    opp.arrived_at = snap.arrived_at
+    opp.value = snap.value
+    opp.team_key = snap.team_key
+    opp.segment_hints = dict(snap.segment_hints)
+    # The host's dated next step wins when it has one; otherwise ours (set via the API) stays.
+    if snap.next_action_due_at is not None and snap.next_action_due_at != opp.next_action_due_at:
+        opp.next_action_due_at = snap.next_action_due_at
+        opp.next_action_set_at = now
+        opp.next_action_done_at = None
+    opp.snapshot_digest = snap.digest()
+    opp.synced_at = now
+
+
+def _link_predecessors(
+    adapter: OpportunityAdapter,
+    snapshots: dict[str, tuple[models.Model, Snapshot]],
+    opps: list[TrackedOpportunity],
+    now: datetime,
+) -> None:
+    """Attach deals to the tracked record of the lead they were converted from."""
+    if adapter.predecessor_field is None and type(adapter).get_predecessor is (
+        OpportunityAdapter.get_predecessor
+    ):
+        return
+    wanted: dict[type[models.Model], dict[str, models.Model]] = defaultdict(dict)
+    by_opp = {}
+    for opp in opps:
+        predecessor = adapter.get_predecessor(snapshots[opp.object_pk][0])
+        if predecessor is not None:
+            wanted[type(predecessor)][str(predecessor.pk)] = predecessor
+            by_opp[opp.object_pk] = (type(predecessor), str(predecessor.pk))
+    tracked: dict[tuple[type[models.Model], str], TrackedOpportunity] = {}
+    for model, objs in wanted.items():
+        found = TrackedOpportunity.objects.for_model(model).filter(object_pk__in=list(objs))
+        missing = [obj for pk, obj in objs.items() if pk not in {t.object_pk for t in found}]
+        sync_objects(missing, now)
+        for opp in TrackedOpportunity.objects.for_model(model).filter(object_pk__in=list(objs)):
+            tracked[(model, opp.object_pk)] = opp
+    for opp in opps:
+        key = by_opp.get(opp.object_pk)
+        predecessor_opp = tracked.get(key) if key else None
+        opp.predecessor = predecessor_opp
+        opp.chain_root_id = predecessor_opp.root_id if predecessor_opp else None
+
+
+def _refresh_identities(pairs: list[tuple[TrackedOpportunity, Snapshot]], now: datetime) -> None:
+    if not pairs:
+        return
+    ids = [opp.pk for opp, _snap in pairs]
+    current: dict[Any, set[tuple[str, str]]] = defaultdict(set)
+    for opp_id, kind, raw in ContactIdentity.objects.filter(opportunity_id__in=ids).values_list(
+        "opportunity_id", "kind", "raw"
+    ):
+        current[opp_id].add((kind, raw))
+    stale, rows = [], []
+    for opp, snap in pairs:
+        wanted = identity.identity_rows(opp, snap.phones, snap.emails)
+        if {(r.kind, r.raw) for r in wanted} != current[opp.pk]:
+            stale.append(opp.pk)
+            rows += wanted
+    ContactIdentity.objects.filter(opportunity_id__in=stale).delete()
+    ContactIdentity.objects.bulk_create(rows)
+    closed = [opp.pk for opp, _snap in pairs if opp.status != Status.OPEN]
+    identity.clear_duplicates(closed + stale, now)
+    identity.detect_duplicates([opp.pk for opp, _snap in pairs if opp.status == Status.OPEN], now)
+
+
+def mark_deleted(model: type[models.Model], pks: Sequence[Any], now: datetime) -> int:
+    """The host rows are gone: close their tracked records (history and touches are kept)."""
+    opps = TrackedOpportunity.objects.for_model(model).filter(object_pk__in=[str(pk) for pk in pks])
+    ids = list(opps.exclude(status=Status.DELETED).values_list("pk", flat=True))
+    identity.clear_duplicates(ids, now)
+    return TrackedOpportunity.objects.filter(pk__in=ids).update(
+        status=Status.DELETED, closed_at=now
+    )
+
+
+Progress = Callable[[int, int], None]
+
+
+def sync_model(
+    model: type[models.Model],
+    now: datetime,
+    *,
+    confirm_owners: bool = False,
+    chunk_size: int | None = None,
+    progress: Progress | None = None,
+) -> SyncResult:
+    """Read every host row of ``model`` in key order, one transaction per chunk.
+
+    Backfill and reconcile both use it: unchanged rows cost a digest comparison, and an
+    interrupted run can simply be started again.
+    """
+    adapter = get_adapter(model)
+    size = chunk_size or app_settings.SYNC_CHUNK_SIZE
+    queryset = adapter.get_queryset().order_by("pk")
+    total = queryset.count()
+    result, done, last_pk = SyncResult(), 0, None
+    while True:
+        chunk = queryset if last_pk is None else queryset.filter(pk__gt=last_pk)
+        objs = list(chunk[:size])
+        if not objs:
+            break
+        result += sync_objects(objs, now, confirm_owners=confirm_owners)
+        done += len(objs)
+        last_pk = objs[-1].pk
+        if progress:
+            progress(done, total)
+    return result
+
+
+def reconcile_deleted(
+    model: type[models.Model], now: datetime, *, chunk_size: int | None = None
+) -> int:
+    """Close tracked records whose host row vanished without a signal (e.g. a raw delete)."""
+    size = chunk_size or app_settings.SYNC_CHUNK_SIZE
+    pk_field = model._meta.pk
+    assert pk_field is not None
+    tracked = TrackedOpportunity.objects.for_model(model).exclude(status=Status.DELETED)
+    closed, last = 0, 0
+    while True:
+        rows = list(
+            tracked.filter(pk__gt=last).order_by("pk").values_list("pk", "object_pk")[:size]
+        )
+        if not rows:
+            return closed
+        last = rows[-1][0]
+        keys = {pk_field.to_python(object_pk) for _pk, object_pk in rows}
+        present = set(model._default_manager.filter(pk__in=keys).values_list("pk", flat=True))
+        gone = [key for key in keys if key not in present]
+        if gone:
+            with transaction.atomic():
+                closed += mark_deleted(model, gone, now)

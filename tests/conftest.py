@@ -1,0 +1,66 @@
+"""Factories and fixtures. Time is a parameter: tests pass ``now`` explicitly."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+
+from example_project.crm.models import Deal, Lead
+from followup_visibility.models import TrackedOpportunity
+
+NOW = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
+_seq = itertools.count(1)
+
+
+@pytest.fixture
+def now() -> datetime:
+    return NOW
+
+
+@pytest.fixture
+def make_user(db: Any) -> Callable[..., Any]:
+    def make(username: str | None = None, **kwargs: Any) -> Any:
+        username = username or f"user{next(_seq)}"
+        return get_user_model().objects.create_user(username=username, password="pw", **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def make_lead(db: Any) -> Callable[..., Lead]:
+    def make(**kwargs: Any) -> Lead:
+        n = next(_seq)
+        kwargs.setdefault("name", f"Lead {n}")
+        kwargs.setdefault("created_at", NOW - timedelta(hours=3))
+        return Lead.objects.create(**kwargs)
+
+    return make
+
+
+@pytest.fixture
+def make_deal(db: Any) -> Callable[..., Deal]:
+    def make(**kwargs: Any) -> Deal:
+        n = next(_seq)
+        kwargs.setdefault("name", f"Deal {n}")
+        kwargs.setdefault("created_at", NOW - timedelta(hours=2))
+        return Deal.objects.create(**kwargs)
+
+    return make
+
+
+def tracked(obj: Any) -> TrackedOpportunity:
+    """The tracked opportunity of a host object, fresh from the database."""
+    return TrackedOpportunity.objects.for_object(obj).get()
+
+
+postgres_only = pytest.mark.skipif("connection.vendor != 'postgresql'", reason="needs PostgreSQL")
+
+
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
