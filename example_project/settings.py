@@ -55,7 +55,9 @@ TEMPLATES = [
 ]
 WSGI_APPLICATION = "example_project.wsgi.application"
 
-DATABASES = {"default": database(BASE_DIR / "demo.sqlite3")}
+DATABASES = {
+    "default": database(Path(os.environ.get("FOLLOWUP_DEMO_DB", BASE_DIR / "demo.sqlite3")))
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"

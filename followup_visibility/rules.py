@@ -94,8 +94,16 @@ def failed_delivery(draft: TouchDraft) -> Verdict | None:
 
 
 def no_conversation(draft: TouchDraft) -> Verdict | None:
-    """An attempt nobody answered (no answer, voicemail, busy, no-show) is not contact."""
-    if draft.outcome in {Outcome.NO_ANSWER, Outcome.VOICEMAIL, Outcome.BUSY, Outcome.NO_SHOW}:
+    """Our attempt nobody answered (no answer, voicemail, busy, no-show) is not contact.
+
+    Only outbound: a customer's missed call to us is the most urgent inbound signal there is.
+    """
+    if draft.direction == Direction.OUTBOUND and draft.outcome in {
+        Outcome.NO_ANSWER,
+        Outcome.VOICEMAIL,
+        Outcome.BUSY,
+        Outcome.NO_SHOW,
+    }:
         return Verdict(False, "no_conversation")
     return None
 

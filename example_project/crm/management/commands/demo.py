@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+from django.db import connection, transaction
+from django.utils import timezone
+
+from example_project.crm.models import Lead
+from example_project.crm.seed import seed
+from followup_visibility.choices import Status
+from followup_visibility.models import DuplicateMatch, Handoff, Touch, TrackedOpportunity
+
+
+class Command(BaseCommand):
+    help = "Migrate, seed weeks of demo demand and serve the example CRM."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--no-serve", action="store_true", help="Seed, print and exit.")
+        parser.add_argument("--reseed", action="store_true", help="Wipe and seed again.")
+        parser.add_argument("--leads", type=int, default=180)
+        parser.add_argument("--addrport", default="127.0.0.1:8000")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        db = settings.DATABASES["default"]
+        self.stdout.write(f"Database: {db['ENGINE'].rsplit('.', 1)[-1]} {db['NAME']}")
+        call_command("migrate", verbosity=0)
+        if options["reseed"]:
+            call_command("flush", interactive=False, verbosity=0)
+        if Lead.objects.exists():
+            self.stdout.write("Demo data already present (use --reseed to start over).")
+        else:
+            self.stdout.write("Seeding six weeks of inbound demand ...")
+            with transaction.atomic():
+                summary = seed(timezone.now(), leads=options["leads"])
+            self.stdout.write(
+                f"Seeded {summary.leads} leads, {summary.deals} deals, {summary.touches} touches."
+            )
+        self._print_overview(options["addrport"])
+        if not options["no_serve"]:
+            call_command("runserver", options["addrport"], use_reloader=False)
+
+    def _print_overview(self, addrport: str) -> None:
+        opps = TrackedOpportunity.objects
+        open_ = opps.open()
+        rows = [
+            ("open opportunities", open_.count()),
+            ("  without owner", open_.unowned().count()),
+            ("  owner not confirmed", open_.owner_unconfirmed().count()),
+            ("  no first response yet", open_.filter(first_response_at__isnull=True).count()),
+            (
+                "  customer waiting for a reply",
+                open_.filter(awaiting_reply_since__isnull=False).count(),
+            ),
+            (
+                "  unanswered call to retry",
+                open_.filter(last_unanswered_call_at__isnull=False).count(),
+            ),
+            (
+                "touches (meaningful)",
+                f"{Touch.objects.count()} ({Touch.objects.filter(is_meaningful=True).count()})",
+            ),
+            (
+                "touches logged a day or more late",
+                Touch.objects.filter(logging_lag__gte=timezone.timedelta(days=1)).count(),
+            ),
+            (
+                "duplicate pairs (by phone/email)",
+                DuplicateMatch.objects.filter(cleared_at__isnull=True).count() // 2,
+            ),
+            (
+                "pending handoffs",
+                Handoff.objects.filter(
+                    accepted_at__isnull=True, superseded_at__isnull=True
+                ).count(),
+            ),
+            ("closed (won/lost/disqualified/converted)", opps.exclude(status=Status.OPEN).count()),
+        ]
+        width = max(len(label) for label, _ in rows)
+        self.stdout.write("")
+        for label, value in rows:
+            self.stdout.write(f"  {label:<{width}}  {value}")
+        base = f"http://{addrport}"
+        self.stdout.write(f"""
+Open {base}/admin/ and log in as:
+  admin / admin        superuser
+  maria / demo         sales manager (view and change)
+  alex, bea, chen, dana / demo   reps (view)
+
+  {base}/admin/followup_visibility/trackedopportunity/   tracked opportunities
+  {base}/admin/followup_visibility/touch/                touch timeline
+  {base}/admin/crm/lead/                                 the host CRM's leads
+""")
+        if connection.vendor == "sqlite":
+            self.stdout.write(f"(SQLite file: {settings.DATABASES['default']['NAME']})")
