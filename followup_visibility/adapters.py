@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -36,11 +36,25 @@ class Snapshot:
     phones: tuple[str, ...] = ()
     emails: tuple[str, ...] = ()
     next_action_due_at: datetime | None = None
+    #: ``"app_label.model:pk"`` of the predecessor, so that relinking a deal counts as a change.
+    predecessor: str = ""
 
     def digest(self) -> str:
-        """A stable hash, so reconcile can skip rows whose host state has not moved."""
-        payload = json.dumps(asdict(self), sort_keys=True, default=str)
+        """A stable hash, so reconcile can skip rows whose host state has not moved.
+
+        Values are canonical: an in-memory ``Decimal("10")`` and the ``Decimal("10.00")`` read
+        back from the database, or one instant in two time zones, hash the same.
+        """
+        payload = json.dumps(asdict(self), sort_keys=True, default=_canonical)
         return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _canonical(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    return str(value)
 
 
 class OpportunityAdapter:
@@ -144,6 +158,10 @@ class OpportunityAdapter:
         value: models.Model | None = getattr(obj, self.predecessor_field)
         return value
 
+    def get_predecessor_key(self, obj: Any) -> str:
+        predecessor = self.get_predecessor(obj)
+        return "" if predecessor is None else f"{predecessor._meta.label_lower}:{predecessor.pk}"
+
     def snapshot(self, obj: Any) -> Snapshot:
         return Snapshot(
             title=self.get_title(obj),
@@ -158,6 +176,7 @@ class OpportunityAdapter:
             phones=self.get_phones(obj),
             emails=self.get_emails(obj),
             next_action_due_at=self.get_next_action_due_at(obj),
+            predecessor=self.get_predecessor_key(obj),
         )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -55,7 +55,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     import phonenumbers
 
     region = app_settings.PHONE_REGION
-    if region not in phonenumbers.SUPPORTED_REGIONS:
+    if not isinstance(region, str) or region not in phonenumbers.SUPPORTED_REGIONS:
         errors.append(
             _error(
                 6,
@@ -67,13 +67,36 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     if not isinstance(skew, timedelta) or skew < timedelta(0):
         errors.append(
             _error(
-                8, f"{PREFIX}MAX_CLOCK_SKEW must be a timedelta >= 0.", "e.g. timedelta(minutes=5)"
+                8,
+                f"{PREFIX}MAX_CLOCK_SKEW must be a timedelta >= 0, not {skew!r}.",
+                "e.g. timedelta(minutes=5)",
             )
         )
     size = app_settings.SYNC_CHUNK_SIZE
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        errors.append(_error(9, f"{PREFIX}SYNC_CHUNK_SIZE must be a positive integer.", "e.g. 500"))
-    for path in app_settings.TOUCH_RULES:
+        errors.append(
+            _error(
+                9, f"{PREFIX}SYNC_CHUNK_SIZE must be a positive integer, not {size!r}.", "e.g. 500"
+            )
+        )
+    # Typed as what a host may write, not what it should.
+    rules: Sequence[object] = app_settings.TOUCH_RULES
+    if isinstance(rules, str):
+        # ("a.b.c") without the trailing comma: one error, not one per character.
+        errors.append(
+            _error(
+                7,
+                f"{PREFIX}TOUCH_RULES must be a list of dotted paths, not {rules!r}.",
+                "Wrap the path in a list, or end a one-item tuple with a comma.",
+            )
+        )
+        rules = ()
+    for path in rules:
+        if not isinstance(path, str):
+            errors.append(
+                _error(7, f"Touch rule {path!r} is not a dotted path.", "Name it as a string.")
+            )
+            continue
         try:
             rule = import_string(path)
         except ImportError as exc:
@@ -95,7 +118,7 @@ def check_tracked_models(app_configs: Any = None, **kwargs: Any) -> list[checks.
         return [
             _error(
                 1,
-                f"{name} must map model labels to adapter paths.",
+                f"{name} must map model labels to adapter paths, not {tracked!r}.",
                 '{"crm.Lead": "crm.adapters.LeadAdapter"}',
             )
         ]
@@ -141,9 +164,22 @@ def check_tracked_models(app_configs: Any = None, **kwargs: Any) -> list[checks.
 
 
 def _check_adapter_fields(model: Any, adapter_class: type[OpportunityAdapter]) -> list[Any]:
-    names = [(a, getattr(adapter_class, a)) for a in _FIELD_ATTRIBUTES]
-    names += [(a, n) for a in _FIELD_TUPLE_ATTRIBUTES for n in getattr(adapter_class, a)]
+    names: list[tuple[str, Any]] = [(a, getattr(adapter_class, a)) for a in _FIELD_ATTRIBUTES]
     errors = []
+    for attribute in _FIELD_TUPLE_ATTRIBUTES:
+        value = getattr(adapter_class, attribute)
+        if isinstance(value, str):
+            # ("phone") without a comma is a string, not a tuple: say so once.
+            errors.append(
+                _error(
+                    10,
+                    f"{adapter_class.__qualname__}.{attribute} must be a tuple of field names, "
+                    f"not the string {value!r}.",
+                    f"Write ({value!r},) with a trailing comma.",
+                )
+            )
+            continue
+        names += [(attribute, name) for name in value]
     for attribute, field_name in names:
         if field_name is None:
             continue
@@ -155,7 +191,8 @@ def _check_adapter_fields(model: Any, adapter_class: type[OpportunityAdapter]) -
                     10,
                     f"{adapter_class.__qualname__}.{attribute} names {field_name!r}, "
                     f"which {model._meta.label} does not have.",
-                    "Name an existing field, set None, or override the adapter method.",
+                    "Name an existing field, or set the attribute to None (and override the "
+                    "matching get_* method if the value comes from elsewhere).",
                 )
             )
     return errors

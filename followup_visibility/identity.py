@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import phonenumbers
-from django.db.models import Q
+from django.db.models import F, Q
 from email_validator import EmailNotValidError, validate_email
 
 from followup_visibility.choices import IdentityKind, Status
@@ -74,48 +74,45 @@ def find_open_by_contact(
     return list(
         TrackedOpportunity.objects.open()
         .filter(pk__in=ids)
-        .order_by("-last_touch_at", "-arrived_at", "-pk")
+        # Never-touched records last on every database (PostgreSQL sorts NULL first in DESC).
+        .order_by(F("last_touch_at").desc(nulls_last=True), "-arrived_at", "-pk")
     )
 
 
 def detect_duplicates(opportunity_ids: Iterable[Any], now: datetime) -> int:
-    """Record open opportunities sharing a valid key with the given ones; return new matches.
+    """Record open opportunities sharing a valid key with the given ones.
 
-    One query finds every pair; the partial unique constraint absorbs pairs already known.
-    Matches whose either side is no longer open are cleared.
+    One query finds every candidate; the partial unique constraint absorbs pairs already known.
+    A lead and the deal it became share contact details by design, so one chain never
+    duplicates itself. Returns the number of pairs found, known ones included.
     """
-    ids = list(opportunity_ids)
+    ids = set(opportunity_ids)
     if not ids:
         return 0
     mine = ContactIdentity.objects.filter(opportunity_id__in=ids, opportunity__status=Status.OPEN)
     mine = mine.exclude(key="")
-    pairs = (
+    rows = (
         ContactIdentity.objects.filter(
             opportunity__status=Status.OPEN,
             kind__in=mine.values("kind"),
             key__in=mine.values("key"),
         )
         .exclude(key="")
-        .values_list("opportunity_id", "kind", "key")
+        .values_list("opportunity_id", "opportunity__chain_root_id", "kind", "key")
     )
-    by_key: dict[tuple[str, str], set[Any]] = {}
-    for opp_id, kind, key in pairs:
-        by_key.setdefault((kind, key), set()).add(opp_id)
-    matches = []
-    seen: set[tuple[Any, Any]] = set()
-    for (kind, key), members in by_key.items():
-        for a in members:
-            for b in members:
-                if a != b and (a, b) not in seen and (a in ids or b in ids):
-                    seen.add((a, b))
-                    matches.append(
-                        DuplicateMatch(
-                            opportunity_id=a, duplicate_id=b, kind=kind, key=key, detected_at=now
-                        )
+    by_key: dict[tuple[str, str], dict[Any, Any]] = {}
+    for opp_id, root_id, kind, key in rows:
+        by_key.setdefault((kind, key), {})[opp_id] = root_id or opp_id
+    matches: dict[tuple[Any, Any], DuplicateMatch] = {}
+    for (kind, key), roots in by_key.items():
+        for a, root_a in roots.items():
+            for b, root_b in roots.items():
+                if root_a != root_b and (a in ids or b in ids) and (a, b) not in matches:
+                    matches[(a, b)] = DuplicateMatch(
+                        opportunity_id=a, duplicate_id=b, kind=kind, key=key, detected_at=now
                     )
-    before = DuplicateMatch.objects.filter(cleared_at__isnull=True).count()
-    DuplicateMatch.objects.bulk_create(matches, ignore_conflicts=True)
-    return DuplicateMatch.objects.filter(cleared_at__isnull=True).count() - before
+    DuplicateMatch.objects.bulk_create(matches.values(), ignore_conflicts=True)
+    return len(matches)
 
 
 def clear_duplicates(opportunity_ids: Iterable[Any], now: datetime) -> int:

@@ -58,6 +58,7 @@ def merge_opportunities(
         duplicate.merged_at = now
         duplicate.closed_at = duplicate.closed_at or now
         duplicate._history_user = by  # type: ignore[attr-defined]
+        duplicate._history_date = now  # type: ignore[attr-defined]
         duplicate.save()
         update_change_reason(duplicate, reason or _("merged into %s") % survivor.pk)
         changed = timeline.refresh(survivor)

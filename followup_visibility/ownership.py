@@ -7,8 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import models, transaction
 from django.utils.translation import gettext as _
+from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
 from followup_visibility.choices import AcceptedVia
 from followup_visibility.models import Handoff, Touch, TrackedOpportunity
@@ -30,11 +31,19 @@ def record_owner_changes(
     changes = list(changes)
     if not changes:
         return []
-    Handoff.objects.filter(
-        opportunity__in=[opp for opp, _old, _new in changes],
-        accepted_at__isnull=True,
-        superseded_at__isnull=True,
-    ).update(superseded_at=now)
+    superseded = list(
+        Handoff.objects.filter(
+            opportunity__in=[opp for opp, _old, _new in changes],
+            accepted_at__isnull=True,
+            superseded_at__isnull=True,
+        )
+    )
+    for handoff in superseded:
+        handoff.superseded_at = now
+    if superseded:
+        bulk_update_with_history(
+            superseded, Handoff, ["superseded_at"], default_user=by, default_date=now
+        )
     handoffs = [
         Handoff(
             opportunity=opp,
@@ -48,7 +57,10 @@ def record_owner_changes(
         for opp, old, new in changes
         if new is not None
     ]
-    return Handoff.objects.bulk_create(handoffs)
+    created: list[Handoff] = bulk_create_with_history(
+        handoffs, Handoff, default_user=by, default_date=now
+    )
+    return created
 
 
 def accept_handoff(
@@ -75,6 +87,9 @@ def accept_handoff(
         handoff.accepted_at = now
         handoff.accepted_via = via
         handoff.accepted_touch = touch
+        handoff._history_date = now  # type: ignore[attr-defined]
+        if isinstance(user, models.Model):
+            handoff._history_user = user  # type: ignore[attr-defined]
         handoff.save(update_fields=["accepted_at", "accepted_via", "accepted_touch"])
         TrackedOpportunity.objects.filter(pk=opportunity.pk).update(owner_confirmed_at=now)
         opportunity.owner_confirmed_at = now

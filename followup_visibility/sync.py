@@ -14,14 +14,16 @@ from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import models, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
-from followup_visibility import identity, ownership
+from followup_visibility import identity, ownership, timeline
 from followup_visibility.adapters import OpportunityAdapter, Snapshot
 from followup_visibility.choices import Status
 from followup_visibility.conf import app_settings
 from followup_visibility.models import ContactIdentity, TrackedOpportunity
-from followup_visibility.registry import get_adapter
+from followup_visibility.registry import get_adapter, is_tracked
 from followup_visibility.signals import opportunities_synced, send_on_commit
 
 MIRRORED_FIELDS = [
@@ -48,6 +50,8 @@ MIRRORED_FIELDS = [
 
 # Statuses we set ourselves; the host's view no longer applies to these records.
 _OUR_CLOSED = frozenset({Status.MERGED})
+# Records a vanished host row does not turn into ``DELETED``.
+_NOT_DELETABLE = [Status.DELETED, *_OUR_CLOSED]
 
 
 @dataclass
@@ -104,10 +108,18 @@ def sync_objects(
                     opp.owner_confirmed_at = now
                 owner_changes.append((opp, old_owner, opp.owner_id))
             identity_refresh.append((opp, snap))
-        _link_predecessors(adapter, snapshots, new + changed, now)
+        relinked = _link_predecessors(
+            adapter, snapshots, new + changed, now, confirm_owners=confirm_owners
+        )
         bulk_create_with_history(new, TrackedOpportunity, default_date=now)
         if changed:
             bulk_update_with_history(changed, TrackedOpportunity, MIRRORED_FIELDS, default_date=now)
+        for opp in relinked:
+            # The chain's touches (the lead's calls) are now part of this timeline.
+            if derived := timeline.refresh(opp):
+                TrackedOpportunity.objects.filter(pk=opp.pk).update(
+                    **{name: getattr(opp, name) for name in derived}
+                )
         ownership.record_owner_changes(owner_changes, now, confirmed=confirm_owners)
         _refresh_identities(identity_refresh, now)
         result.created = [opp.pk for opp in new]
@@ -156,31 +168,43 @@ def _link_predecessors(
     snapshots: dict[str, tuple[models.Model, Snapshot]],
     opps: list[TrackedOpportunity],
     now: datetime,
-) -> None:
-    """Attach deals to the tracked record of the lead they were converted from."""
+    *,
+    confirm_owners: bool,
+) -> list[TrackedOpportunity]:
+    """Attach deals to the tracked record of the lead they were converted from.
+
+    A predecessor not tracked yet is synced on the fly, as the caller syncs (a backfill confirms
+    its owner too); one of a model that is not tracked at all is ignored. Returns the records
+    whose chain changed.
+    """
     if adapter.predecessor_field is None and type(adapter).get_predecessor is (
         OpportunityAdapter.get_predecessor
     ):
-        return
+        return []
     wanted: dict[type[models.Model], dict[str, models.Model]] = defaultdict(dict)
     by_opp = {}
     for opp in opps:
         predecessor = adapter.get_predecessor(snapshots[opp.object_pk][0])
-        if predecessor is not None:
+        if predecessor is not None and is_tracked(type(predecessor)):
             wanted[type(predecessor)][str(predecessor.pk)] = predecessor
             by_opp[opp.object_pk] = (type(predecessor), str(predecessor.pk))
     tracked: dict[tuple[type[models.Model], str], TrackedOpportunity] = {}
     for model, objs in wanted.items():
         found = TrackedOpportunity.objects.for_model(model).filter(object_pk__in=list(objs))
         missing = [obj for pk, obj in objs.items() if pk not in {t.object_pk for t in found}]
-        sync_objects(missing, now)
+        sync_objects(missing, now, confirm_owners=confirm_owners)
         for opp in TrackedOpportunity.objects.for_model(model).filter(object_pk__in=list(objs)):
             tracked[(model, opp.object_pk)] = opp
+    relinked = []
     for opp in opps:
         key = by_opp.get(opp.object_pk)
         predecessor_opp = tracked.get(key) if key else None
+        old_root = opp.chain_root_id
         opp.predecessor = predecessor_opp
         opp.chain_root_id = predecessor_opp.root_id if predecessor_opp else None
+        if opp.chain_root_id != old_root:
+            relinked.append(opp)
+    return relinked
 
 
 def _refresh_identities(pairs: list[tuple[TrackedOpportunity, Snapshot]], now: datetime) -> None:
@@ -206,12 +230,17 @@ def _refresh_identities(pairs: list[tuple[TrackedOpportunity, Snapshot]], now: d
 
 
 def mark_deleted(model: type[models.Model], pks: Sequence[Any], now: datetime) -> int:
-    """The host rows are gone: close their tracked records (history and touches are kept)."""
+    """The host rows are gone: close their tracked records (history and touches are kept).
+
+    A record closed earlier keeps its ``closed_at``; a merged one stays merged, so that what
+    still reaches it is redirected to its survivor.
+    """
     opps = TrackedOpportunity.objects.for_model(model).filter(object_pk__in=[str(pk) for pk in pks])
-    ids = list(opps.exclude(status=Status.DELETED).values_list("pk", flat=True))
+    ids = list(opps.exclude(status__in=_NOT_DELETABLE).values_list("pk", flat=True))
     identity.clear_duplicates(ids, now)
     return TrackedOpportunity.objects.filter(pk__in=ids).update(
-        status=Status.DELETED, closed_at=now
+        status=Status.DELETED,
+        closed_at=Coalesce(F("closed_at"), Value(now), output_field=models.DateTimeField()),
     )
 
 
@@ -256,7 +285,7 @@ def reconcile_deleted(
     size = chunk_size or app_settings.SYNC_CHUNK_SIZE
     pk_field = model._meta.pk
     assert pk_field is not None
-    tracked = TrackedOpportunity.objects.for_model(model).exclude(status=Status.DELETED)
+    tracked = TrackedOpportunity.objects.for_model(model).exclude(status__in=_NOT_DELETABLE)
     closed, last = 0, 0
     while True:
         rows = list(

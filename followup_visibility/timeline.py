@@ -27,7 +27,19 @@ class TimelineState:
 
 STATE_FIELDS = [f.name for f in fields(TimelineState)]
 
-_COLUMNS = ("id", "channel", "direction", "outcome", "occurred_at", "is_meaningful")
+_COLUMNS = (
+    "id",
+    "channel",
+    "direction",
+    "outcome",
+    "occurred_at",
+    "is_meaningful",
+    "meaningful_reason",
+)
+
+# Outbound touches that are no attempt to reach this customer: nobody tried anything.
+# Everything else outbound (an unanswered call, a bounced mail) is an attempt.
+NOT_ATTEMPT_REASONS = frozenset({"auto_reply", "untargeted_template"})
 
 
 def fold(touches: Iterable[dict[str, Any]]) -> TimelineState:
@@ -43,7 +55,8 @@ def fold(touches: Iterable[dict[str, Any]]) -> TimelineState:
         at = t["occurred_at"]
         state.last_touch_at = at
         outbound = t["direction"] == Direction.OUTBOUND
-        if outbound and state.first_outbound_at is None:
+        attempt = t.get("meaningful_reason") not in NOT_ATTEMPT_REASONS
+        if outbound and attempt and state.first_outbound_at is None:
             state.first_outbound_at = at
         if t["is_meaningful"]:
             state.last_meaningful_touch_at, state.last_meaningful_touch_id = at, t["id"]

@@ -9,12 +9,20 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
+from django.db.models import F, Q
 from django.utils.translation import gettext as _
 
 from followup_visibility import identity, timeline
-from followup_visibility.choices import AcceptedVia, Channel, Direction, Outcome, Status
+from followup_visibility.choices import (
+    AcceptedVia,
+    Channel,
+    Direction,
+    IdentityKind,
+    Outcome,
+    Status,
+)
 from followup_visibility.conf import app_settings
-from followup_visibility.models import Touch, TrackedOpportunity
+from followup_visibility.models import ContactIdentity, Touch, TrackedOpportunity
 from followup_visibility.ownership import accept_handoff, pending_handoff
 from followup_visibility.registry import NotTracked, get_adapter
 from followup_visibility.rules import TouchDraft, classify
@@ -61,8 +69,14 @@ def record_touch(
         return RecordedTouch(existing, created=False)
     with transaction.atomic():
         opportunity = _resolve(target, phone, email, now)
-        # The row lock serializes touches of one opportunity, so the fold below sees them all.
-        opportunity = TrackedOpportunity.objects.select_for_update().get(pk=opportunity.pk)
+        # A lead and its deals share one timeline: lock them all, in key order so that touches
+        # on different members cannot deadlock; the fold below then sees every touch.
+        chain = list(
+            TrackedOpportunity.objects.select_for_update()
+            .filter(pk__in=timeline.chain_ids(opportunity))
+            .order_by("pk")
+        )
+        opportunity = next(member for member in chain if member.pk == opportunity.pk)
         if external_id and (existing := _existing(source, external_id)) is not None:
             return RecordedTouch(existing, created=False)
         verdict = classify(TouchDraft(channel, direction, outcome, source, summary, metadata))
@@ -92,12 +106,13 @@ def record_touch(
             if existing is None:
                 raise
             return RecordedTouch(existing, created=False)
-        changed = timeline.refresh(opportunity)
-        if changed:
-            # Derived state is not history: the touches themselves are the audit trail.
-            TrackedOpportunity.objects.filter(pk=opportunity.pk).update(
-                **{name: getattr(opportunity, name) for name in changed}
-            )
+        for member in chain:
+            changed = timeline.refresh(member)
+            if changed:
+                # Derived state is not history: the touches themselves are the audit trail.
+                TrackedOpportunity.objects.filter(pk=member.pk).update(
+                    **{name: getattr(member, name) for name in changed}
+                )
         _accept_by_touch(opportunity, touch, now)
         send_on_commit(touch_recorded, Touch, touch=touch, opportunity=opportunity)
     return RecordedTouch(touch, created=True)
@@ -146,6 +161,14 @@ def _validate(
             "value": occurred_at.isoformat(),
             "now": now.isoformat(),
         }
+    if "recorded_at" not in errors and "occurred_at" not in errors:
+        skew = app_settings.MAX_CLOCK_SKEW
+        if recorded_at > now + skew:
+            errors["recorded_at"] = _("Lies in the future (after %(now)s).") % {
+                "now": now.isoformat()
+            }
+        elif recorded_at < occurred_at - skew:
+            errors["recorded_at"] = _("A touch cannot be logged before it happened.")
     if not source or len(source) > 50:
         errors["source"] = _("A source of 1 to 50 characters is required.")
     if len(external_id) > 255:
@@ -177,12 +200,37 @@ def _resolve(
         if not phone and not email:
             raise ValidationError({"target": _("Give a target, a phone or an email.")})
         matches = identity.find_open_by_contact(phone=phone, email=email)
-        if not matches:
+        found = matches[0] if matches else _continued_by_contact(phone, email)
+        if found is None:
             raise ValidationError(
                 {"contact": _("No open opportunity matches this phone or email.")}
             )
-        opportunity = matches[0]
+        opportunity = found
     return follow_to_current(opportunity)
+
+
+def _continued_by_contact(phone: str | None, email: str | None) -> TrackedOpportunity | None:
+    """The open record continuing a merged or converted one that matches the contact.
+
+    Merged duplicates and converted leads keep their identities, so their contact's touches
+    still reach the survivor or the deal when that record holds no phone or email of its own.
+    """
+    keys = Q()
+    if phone and (key := identity.normalize_phone(phone)):
+        keys |= Q(kind=IdentityKind.PHONE, key=key)
+    if email and (key := identity.normalize_email(email)):
+        keys |= Q(kind=IdentityKind.EMAIL, key=key)
+    if not keys:
+        return None
+    continued = TrackedOpportunity.objects.filter(
+        status__in=[Status.MERGED, Status.CONVERTED],
+        pk__in=ContactIdentity.objects.filter(keys).values("opportunity_id"),
+    ).order_by(F("closed_at").desc(nulls_last=True), "-pk")
+    for opportunity in continued:
+        current = follow_to_current(opportunity)
+        if current.is_open:
+            return current
+    return None
 
 
 def follow_to_current(opportunity: TrackedOpportunity) -> TrackedOpportunity:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -64,3 +65,19 @@ postgres_only = pytest.mark.skipif("connection.vendor != 'postgresql'", reason="
 
 def is_postgres() -> bool:
     return connection.vendor == "postgresql"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """In CI (``FOLLOWUP_REQUIRE_SERVICES=1``) an integration test may not skip silently."""
+    report = yield
+    if (
+        os.environ.get("FOLLOWUP_REQUIRE_SERVICES") == "1"
+        and report.skipped
+        and item.get_closest_marker("integration") is not None
+    ):
+        report.outcome = "failed"
+        report.longrepr = (
+            f"integration test skipped although services are required: {report.longrepr}"
+        )
+    return report

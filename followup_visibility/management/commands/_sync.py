@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from typing import Any, TextIO
+from typing import Any
 
 from django.apps import apps
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, OutputWrapper
 from django.db import models
 
 from followup_visibility.registry import adapters
@@ -26,9 +26,9 @@ def tracked_models(labels: list[str]) -> list[type[models.Model]]:
 
 
 class ProgressBar:
-    """A one-line text progress bar; silent when output is not a terminal and not forced."""
+    """A one-line text progress bar, redrawn in place with a carriage return."""
 
-    def __init__(self, out: TextIO, label: str, *, enabled: bool) -> None:
+    def __init__(self, out: OutputWrapper, label: str, *, enabled: bool) -> None:
         self.out, self.label, self.enabled = out, label, enabled
 
     def __call__(self, done: int, total: int) -> None:
@@ -38,7 +38,7 @@ class ProgressBar:
         filled = width * done // total if total else width
         bar = "#" * filled + "-" * (width - filled)
         end = "\n" if done >= total else ""
-        self.out.write(f"\r{self.label:<20} [{bar}] {done}/{total}{end}")
+        self.out.write(f"\r{self.label:<20} [{bar}] {done}/{total}{end}", ending="")
         self.out.flush()
 
 

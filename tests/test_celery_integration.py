@@ -1,0 +1,209 @@
+"""A real Celery worker (and beat) over Redis, reconciling rows changed behind our back.
+
+Needs PostgreSQL (the worker is a second process on the test database) and Redis at
+127.0.0.1:6379; skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import redis
+from celery import Celery
+from django.db import connection
+
+from example_project.crm.models import Lead
+from followup_visibility.choices import Status
+from tests.conftest import tracked
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 15
+BROKER_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
+ROOT = Path(__file__).resolve().parent.parent
+DEADLINE = 30.0  # seconds to wait for the worker to catch up
+
+
+@pytest.fixture(autouse=True)
+def _needs_postgres_and_redis() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL: the worker process shares the test database")
+    try:
+        redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"needs Redis at {REDIS_HOST}:{REDIS_PORT}: {exc}")
+
+
+@pytest.fixture
+def queue() -> Iterator[str]:
+    """A queue of our own, deleted afterwards, so concurrent runs do not share messages."""
+    name = f"followup-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    # The unique name is in the queue's list and in kombu's binding keys: delete them all.
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
+    keys = list(client.scan_iter(match=f"*{name}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@contextmanager
+def producer_app() -> Iterator[Celery]:
+    """A sending-only app on the test broker; the suite's own app is eager and stays so."""
+    app = Celery("followup_visibility_tests", broker=BROKER_URL, set_as_current=False)
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+def worker_database_url() -> str:
+    """The database pytest-django created, as the child processes' DATABASE_URL."""
+    db = connection.settings_dict
+    user = quote(db["USER"] or "postgres", safe="")
+    password = f":{quote(db['PASSWORD'], safe='')}" if db["PASSWORD"] else ""
+    host, port = db["HOST"] or "127.0.0.1", db["PORT"] or "5432"
+    return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
+
+
+def child_env(settings_module: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FOLLOWUP_BEAT_")}
+    env.update(
+        DJANGO_SETTINGS_MODULE=settings_module,
+        DATABASE_URL=worker_database_url(),
+        CELERY_BROKER_URL=BROKER_URL,
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    return env
+
+
+@contextmanager
+def celery_process(args: list[str], env: dict[str, str], log: Path) -> Iterator[Any]:
+    """Run ``celery -A example_project <args>``; always stopped, gently first."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "example_project", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+def worker(queue: str, log: Path) -> Any:
+    args = [
+        "worker",
+        "--pool=solo",
+        "--concurrency=1",
+        "-Q",
+        queue,
+        "-n",
+        f"{queue}@%h",
+        "--without-heartbeat",
+        "--without-gossip",
+        "--without-mingle",
+        "-l",
+        "info",
+    ]
+    return celery_process(args, child_env("tests.settings"), log)
+
+
+def wait_until(done: Callable[[], bool], procs: dict[str, tuple[Any, Path]]) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not done():
+        for name, (proc, log) in procs.items():
+            if proc.poll() is not None:
+                pytest.fail(f"{name} exited with {proc.returncode}:\n{log.read_text()}")
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- {n}\n{log.read_text()}" for n, (_p, log) in procs.items())
+            pytest.fail(f"not reconciled within {DEADLINE:.0f} s\n{logs}")
+        time.sleep(0.25)
+
+
+def make_stale(make_lead: Callable[..., Lead]) -> tuple[list[Lead], Lead]:
+    """Leads whose host rows changed without signals: updated in bulk, and one deleted raw."""
+    leads = [make_lead(team="emea") for _ in range(3)]
+    gone = make_lead()
+    Lead.objects.filter(pk__in=[lead.pk for lead in leads]).update(
+        status=Lead.Status.DISQUALIFIED, disqualify_reason="spam", team="apac"
+    )
+    with connection.cursor() as cursor:
+        table = connection.ops.quote_name(Lead._meta.db_table)
+        cursor.execute(f"DELETE FROM {table} WHERE id = %s", [gone.pk])
+    # The mirror has not noticed.
+    assert all(tracked(lead).status == Status.OPEN for lead in leads)
+    assert tracked(gone).status == Status.OPEN
+    return leads, gone
+
+
+def reconciled(leads: list[Lead], gone: Lead) -> bool:
+    return tracked(gone).status == Status.DELETED and all(
+        tracked(lead).status == Status.DISQUALIFIED for lead in leads
+    )
+
+
+def assert_mirrored(leads: list[Lead]) -> None:
+    for lead in leads:
+        opp = tracked(lead)
+        assert opp.status == Status.DISQUALIFIED
+        assert opp.close_reason == "spam"
+        assert opp.team_key == "apac"
+        assert opp.closed_at is not None
+
+
+def test_worker_reconciles_changes_made_without_signals(
+    make_lead: Callable[..., Lead], queue: str, tmp_path: Path
+) -> None:
+    leads, gone = make_stale(make_lead)
+    log = tmp_path / "worker.log"
+    with worker(queue, log) as proc, producer_app() as producer:
+        producer.send_task("followup_visibility.reconcile", queue=queue)
+        wait_until(lambda: reconciled(leads, gone), {"worker": (proc, log)})
+    assert_mirrored(leads)
+    output = log.read_text()
+    assert "followup_visibility.reconcile" in output
+    assert "succeeded" in output
+
+
+def test_beat_schedules_reconcile_for_the_worker(
+    make_lead: Callable[..., Lead], queue: str, tmp_path: Path
+) -> None:
+    leads, gone = make_stale(make_lead)
+    worker_log, beat_log = tmp_path / "worker.log", tmp_path / "beat.log"
+    # Beat runs on the example project's own settings: tests.settings makes tasks eager, and an
+    # eager beat would run reconcile itself instead of sending it to the worker.
+    beat_env = child_env(
+        "example_project.settings", FOLLOWUP_BEAT_INTERVAL="1", FOLLOWUP_BEAT_QUEUE=queue
+    )
+    beat_args = ["beat", "-s", str(tmp_path / "celerybeat-schedule"), "-l", "info"]
+    with (
+        worker(queue, worker_log) as worker_proc,
+        celery_process(beat_args, beat_env, beat_log) as beat_proc,
+    ):
+        wait_until(
+            lambda: reconciled(leads, gone),
+            {"worker": (worker_proc, worker_log), "beat": (beat_proc, beat_log)},
+        )
+    assert_mirrored(leads)
+    assert "Sending due task followup-visibility-reconcile" in beat_log.read_text()
+    assert "followup_visibility.reconcile" in worker_log.read_text()

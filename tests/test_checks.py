@@ -1,0 +1,343 @@
+"""Every ``followup_visibility`` system check, run the way a host meets it: ``manage.py check``."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import modify_settings, override_settings
+
+from followup_visibility.adapters import OpportunityAdapter
+
+LEAD_ADAPTER = "example_project.crm.adapters.LeadAdapter"
+
+
+class BadAdapter(OpportunityAdapter):
+    """Names fields ``crm.Lead`` does not have (E010); referenced as ``tests.test_checks``."""
+
+    stage_field = "status"
+    owner_field = "assignee"
+    phone_fields = ("phone", "mobile")
+
+
+class NoneFieldsAdapter(OpportunityAdapter):
+    """Fields set to ``None`` are not looked up."""
+
+    owner_field = None
+    stage_field = None
+    status_field = None
+
+
+def run_check(*, tags: list[str] | None = None) -> str:
+    """``manage.py check`` output; a ``SystemCheckError`` (errors found) is returned as text."""
+    out, err = StringIO(), StringIO()
+    options: dict[str, Any] = {"stdout": out, "stderr": err, "no_color": True}
+    if tags:
+        options["tags"] = tags
+    try:
+        call_command("check", **options)
+    except SystemCheckError as exc:
+        return str(exc)
+    return out.getvalue() + err.getvalue()
+
+
+def run_failing_check(*, tags: list[str] | None = None) -> str:
+    out, err = StringIO(), StringIO()
+    options: dict[str, Any] = {"stdout": out, "stderr": err, "no_color": True}
+    if tags:
+        options["tags"] = tags
+    with pytest.raises(SystemCheckError) as exc:
+        call_command("check", **options)
+    return str(exc.value)
+
+
+def messages(output: str, check_id: str) -> list[tuple[str, str]]:
+    """``(message, hint)`` for each report of ``check_id`` in ``check`` output."""
+    found = re.findall(
+        rf"^\?: \({re.escape(check_id)}\) (.*)\n(?:\tHINT: (.*))?$", output, flags=re.MULTILINE
+    )
+    return [(msg, hint) for msg, hint in found]
+
+
+def assert_reported(output: str, check_id: str, *fragments: str) -> list[tuple[str, str]]:
+    """``check_id`` is reported, with a hint, by a message containing every fragment."""
+    reports = messages(output, check_id)
+    assert reports, f"{check_id} not reported in:\n{output}"
+    matching = [(m, h) for m, h in reports if all(f in m for f in fragments)]
+    assert matching, f"no {check_id} message contains {fragments!r}: {reports!r}"
+    for _msg, hint in matching:
+        assert hint.strip(), f"{check_id} has no hint"
+    return matching
+
+
+def our_ids(output: str) -> set[str]:
+    return set(re.findall(r"\((followup_visibility\.[EW]\d{3})\)", output))
+
+
+def test_example_settings_pass() -> None:
+    output = run_check()
+    assert "followup_visibility" not in output
+    assert "no issues" in output
+
+
+def test_only_our_checks_pass() -> None:
+    assert "no issues" in run_check(tags=["followup_visibility"])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ["crm.Lead", LEAD_ADAPTER],
+        "crm.Lead",
+        {"crm.Lead": OpportunityAdapter},
+        {("crm", "Lead"): LEAD_ADAPTER},
+    ],
+    ids=["list", "str", "class-not-path", "tuple-key"],
+)
+def test_e001_tracked_models_wrong_shape(value: Any) -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_TRACKED_MODELS=value):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E001", "TRACKED_MODELS", repr(value))
+    assert our_ids(output) == {"followup_visibility.E001"}
+
+
+def test_w001_tracked_models_empty() -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_TRACKED_MODELS={}):
+        output = run_check()  # a warning alone does not fail the command
+    assert "SystemCheckError" not in output
+    assert_reported(output, "followup_visibility.W001", "TRACKED_MODELS", "empty")
+    assert "WARNINGS:" in output
+    assert our_ids(output) == {"followup_visibility.W001"}
+
+
+@pytest.mark.parametrize("label", ["crm.Nope", "nope.Lead", "Lead"])
+def test_e002_unknown_model_label(label: str) -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_TRACKED_MODELS={label: LEAD_ADAPTER}):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E002", repr(label))
+    assert our_ids(output) == {"followup_visibility.E002"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "example_project.crm.adapters.NoSuchAdapter",
+        "no_such_package.adapters.LeadAdapter",
+        "LeadAdapter",
+    ],
+)
+def test_e003_adapter_not_importable(path: str) -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_TRACKED_MODELS={"crm.Lead": path}):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E003", repr(path), "crm.Lead")
+    assert our_ids(output) == {"followup_visibility.E003"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "followup_visibility.conf.Settings",  # a class, but not an adapter
+        "followup_visibility.conf.app_settings",  # an instance
+        "followup_visibility.conf.PREFIX",  # a string
+    ],
+)
+def test_e004_adapter_not_an_adapter(path: str) -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_TRACKED_MODELS={"crm.Lead": path}):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E004", repr(path), "OpportunityAdapter")
+    assert our_ids(output) == {"followup_visibility.E004"}
+
+
+def test_each_tracked_model_is_checked() -> None:
+    tracked = {
+        "crm.Lead": "example_project.crm.adapters.NoSuchAdapter",
+        "crm.Nope": LEAD_ADAPTER,
+        "crm.Deal": "followup_visibility.conf.Settings",
+    }
+    with override_settings(FOLLOWUP_VISIBILITY_TRACKED_MODELS=tracked):
+        output = run_failing_check()
+    assert our_ids(output) == {
+        "followup_visibility.E002",
+        "followup_visibility.E003",
+        "followup_visibility.E004",
+    }
+
+
+@pytest.mark.parametrize(
+    "app", ["simple_history", "django.contrib.auth", "django.contrib.contenttypes"]
+)
+def test_e005_required_app_missing(app: str) -> None:
+    # Only our checks: Django's own auth checks crash without django.contrib.auth.
+    with modify_settings(INSTALLED_APPS={"remove": [app]}):
+        output = run_failing_check(tags=["followup_visibility"])
+    assert_reported(output, "followup_visibility.E005", app, "INSTALLED_APPS")
+    assert our_ids(output) == {"followup_visibility.E005"}
+
+
+def test_e005_with_every_check() -> None:
+    with modify_settings(INSTALLED_APPS={"remove": ["simple_history"]}):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E005", "simple_history")
+
+
+@pytest.mark.parametrize("region", ["XX", "us", "", "USA", None, ["US"]])
+def test_e006_bad_phone_region(region: Any) -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_PHONE_REGION=region):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E006", "PHONE_REGION", repr(region))
+    assert our_ids(output) == {"followup_visibility.E006"}
+
+
+@pytest.mark.parametrize("region", ["GB", "DE", "BR"])
+def test_e006_good_phone_region(region: str) -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_PHONE_REGION=region):
+        assert "no issues" in run_check()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "followup_visibility.rules.no_such_rule",
+        "no_such_package.rules.rule",
+        "not_a_dotted_path",
+    ],
+)
+def test_e007_touch_rule_not_importable(path: str) -> None:
+    rules = ["followup_visibility.rules.internal_note", path]
+    with override_settings(FOLLOWUP_VISIBILITY_TOUCH_RULES=rules):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E007", repr(path), "cannot be imported")
+    assert len(messages(output, "followup_visibility.E007")) == 1
+
+
+@pytest.mark.parametrize(
+    "path", ["followup_visibility.rules.CUSTOMER_FACING", "followup_visibility.conf.PREFIX"]
+)
+def test_e007_touch_rule_not_callable(path: str) -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_TOUCH_RULES=[path]):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E007", repr(path), "not callable")
+    assert our_ids(output) == {"followup_visibility.E007"}
+
+
+def test_e007_touch_rule_not_a_path() -> None:
+    def rule(draft: Any) -> None:
+        return None
+
+    with override_settings(FOLLOWUP_VISIBILITY_TOUCH_RULES=[rule]):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E007", repr(rule))
+
+
+def test_e007_touch_rules_a_string() -> None:
+    path = "followup_visibility.rules.internal_note"  # ("...") without the comma
+    with override_settings(FOLLOWUP_VISIBILITY_TOUCH_RULES=path):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E007", "TOUCH_RULES", repr(path))
+    assert len(messages(output, "followup_visibility.E007")) == 1
+
+
+def test_e007_reports_every_bad_rule() -> None:
+    rules = ["nope.a", "followup_visibility.conf.PREFIX", "nope.b"]
+    with override_settings(FOLLOWUP_VISIBILITY_TOUCH_RULES=rules):
+        output = run_failing_check()
+    assert len(messages(output, "followup_visibility.E007")) == 3
+
+
+@pytest.mark.parametrize(
+    "skew", [timedelta(seconds=-1), 300, "5m", None], ids=["negative", "int", "str", "none"]
+)
+def test_e008_bad_max_clock_skew(skew: Any) -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_MAX_CLOCK_SKEW=skew):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E008", "MAX_CLOCK_SKEW", repr(skew))
+    assert our_ids(output) == {"followup_visibility.E008"}
+
+
+def test_e008_zero_skew_is_allowed() -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_MAX_CLOCK_SKEW=timedelta(0)):
+        assert "no issues" in run_check()
+
+
+@pytest.mark.parametrize("size", [0, -5, True, False, "500", 1.5, None])
+def test_e009_bad_sync_chunk_size(size: Any) -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_SYNC_CHUNK_SIZE=size):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E009", "SYNC_CHUNK_SIZE", repr(size))
+    assert our_ids(output) == {"followup_visibility.E009"}
+
+
+def test_e009_one_is_allowed() -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_SYNC_CHUNK_SIZE=1):
+        assert "no issues" in run_check()
+
+
+def test_e010_adapter_field_missing() -> None:
+    tracked = {"crm.Lead": "tests.test_checks.BadAdapter"}
+    with override_settings(FOLLOWUP_VISIBILITY_TRACKED_MODELS=tracked):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E010", "BadAdapter.owner_field", "'assignee'")
+    assert_reported(output, "followup_visibility.E010", "BadAdapter.phone_fields", "'mobile'")
+    assert all("crm.Lead" in msg for msg, _hint in messages(output, "followup_visibility.E010"))
+    # "phone" exists on crm.Lead: only the two bad names are reported.
+    assert len(messages(output, "followup_visibility.E010")) == 2
+    assert our_ids(output) == {"followup_visibility.E010"}
+
+
+def test_e010_checks_the_model_the_adapter_is_registered_for() -> None:
+    # LeadAdapter reads "disqualify_reason", which crm.Deal does not have.
+    with override_settings(FOLLOWUP_VISIBILITY_TRACKED_MODELS={"crm.Deal": LEAD_ADAPTER}):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E010", "'disqualify_reason'", "crm.Deal")
+
+
+def test_e010_fields_set_to_none_are_skipped() -> None:
+    tracked = {"crm.Lead": "tests.test_checks.NoneFieldsAdapter"}
+    with override_settings(FOLLOWUP_VISIBILITY_TRACKED_MODELS=tracked):
+        assert "no issues" in run_check()
+
+
+def test_e011_use_tz_false() -> None:
+    with override_settings(USE_TZ=False):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E011", "USE_TZ", "False")
+    assert our_ids(output) == {"followup_visibility.E011"}
+
+
+def test_several_setting_errors_reported_together() -> None:
+    with override_settings(
+        USE_TZ=False,
+        FOLLOWUP_VISIBILITY_PHONE_REGION="XX",
+        FOLLOWUP_VISIBILITY_SYNC_CHUNK_SIZE=0,
+        FOLLOWUP_VISIBILITY_TRACKED_MODELS={},
+    ):
+        output = run_failing_check()
+    assert our_ids(output) == {
+        "followup_visibility.E006",
+        "followup_visibility.E009",
+        "followup_visibility.E011",
+        "followup_visibility.W001",
+    }
+
+
+class StringTupleAdapter(OpportunityAdapter):
+    stage_field = None
+    phone_fields = "phone"  # type: ignore[assignment]
+
+
+def test_e010_bare_string_field_tuple_is_reported_once():
+    with (
+        override_settings(
+            FOLLOWUP_VISIBILITY_TRACKED_MODELS={"crm.Lead": "tests.test_checks.StringTupleAdapter"}
+        ),
+        pytest.raises(SystemCheckError) as excinfo,
+    ):
+        call_command("check", no_color=True)
+    text = str(excinfo.value)
+    assert text.count("followup_visibility.E010") == 1
+    assert "phone_fields must be a tuple" in text and "trailing comma" in text
