@@ -51,6 +51,13 @@ def merge_opportunities(
                 _("%(duplicate)s was already merged.") % {"duplicate": duplicate},
                 code="already_merged",
             )
+        if TrackedOpportunity.objects.filter(chain_root=duplicate).exists():
+            # Its touches are part of its deals' timelines; moving them would blank those.
+            raise ValidationError(
+                _("%(duplicate)s continues as a deal: merge the deal instead.")
+                % {"duplicate": duplicate},
+                code="has_successors",
+            )
         Touch.objects.filter(opportunity=duplicate).update(opportunity=survivor)
         TrackedOpportunity.objects.filter(merged_into=duplicate).update(merged_into=survivor)
         duplicate.status = Status.MERGED

@@ -244,10 +244,18 @@ def _already_merged(opps, now):
     return opps[0], opps[1]
 
 
+def _lead_with_a_deal(opps, now):
+    from example_project.crm.models import Deal
+
+    Deal.objects.create(name="deal", lead=opps[0].host_object, created_at=now)
+    return opps[0], opps[1]
+
+
 @pytest.mark.parametrize(
     ("arrange", "code"),
     [
         (_self, "self"),
+        (_lead_with_a_deal, "has_successors"),
         (_closed_survivor, "survivor_closed"),
         (_merged_survivor, "survivor_closed"),
         (_already_merged, "already_merged"),

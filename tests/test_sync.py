@@ -787,3 +787,11 @@ def test_deleting_a_merged_row_keeps_it_merged(make_lead, now, how):
         now=now,
     ).touch
     assert touch.opportunity_id == tracked(survivor).pk
+
+
+def test_reconcile_task_refuses_an_untracked_model(db):
+    from followup_visibility.registry import NotTracked
+    from followup_visibility.tasks import reconcile
+
+    with pytest.raises(NotTracked, match="auth.User is not a tracked model"):
+        reconcile("auth.User")
