@@ -59,15 +59,21 @@ def identity_rows(
     return list(rows.values())
 
 
-def find_open_by_contact(
-    *, phone: str | None = None, email: str | None = None
-) -> list[TrackedOpportunity]:
-    """Open, unmerged opportunities whose contact matches, most recently active first."""
+def contact_keys(*, phone: str | None = None, email: str | None = None) -> Q:
+    """A filter on ``ContactIdentity`` for the valid keys of a phone and an email (may be empty)."""
     keys = Q()
     if phone and (key := normalize_phone(phone)):
         keys |= Q(kind=IdentityKind.PHONE, key=key)
     if email and (key := normalize_email(email)):
         keys |= Q(kind=IdentityKind.EMAIL, key=key)
+    return keys
+
+
+def find_open_by_contact(
+    *, phone: str | None = None, email: str | None = None
+) -> list[TrackedOpportunity]:
+    """Open, unmerged opportunities whose contact matches, most recently active first."""
+    keys = contact_keys(phone=phone, email=email)
     if not keys:
         return []
     ids = ContactIdentity.objects.filter(keys).values("opportunity_id")

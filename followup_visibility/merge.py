@@ -68,11 +68,7 @@ def merge_opportunities(
         duplicate._history_date = now  # type: ignore[attr-defined]
         duplicate.save()
         update_change_reason(duplicate, reason or _("merged into %s") % survivor.pk)
-        changed = timeline.refresh(survivor)
-        if changed:
-            TrackedOpportunity.objects.filter(pk=survivor.pk).update(
-                **{name: getattr(survivor, name) for name in changed}
-            )
+        timeline.save_refreshed(survivor)
         identity.clear_duplicates([duplicate.pk], now)
         send_on_commit(
             opportunities_merged, TrackedOpportunity, survivor=survivor, merged=duplicate

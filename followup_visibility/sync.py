@@ -116,10 +116,7 @@ def sync_objects(
             bulk_update_with_history(changed, TrackedOpportunity, MIRRORED_FIELDS, default_date=now)
         for opp in relinked:
             # The chain's touches (the lead's calls) are now part of this timeline.
-            if derived := timeline.refresh(opp):
-                TrackedOpportunity.objects.filter(pk=opp.pk).update(
-                    **{name: getattr(opp, name) for name in derived}
-                )
+            timeline.save_refreshed(opp)
         ownership.record_owner_changes(owner_changes, now, confirmed=confirm_owners)
         _refresh_identities(identity_refresh, now)
         result.created = [opp.pk for opp in new]

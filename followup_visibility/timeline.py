@@ -108,3 +108,16 @@ def refresh(opportunity: TrackedOpportunity) -> list[str]:
             setattr(opportunity, name, value)
             changed.append(name)
     return changed
+
+
+def save_refreshed(opportunity: TrackedOpportunity) -> list[str]:
+    """``refresh`` and write only the fields that changed.
+
+    Derived state gets no history rows: the touches themselves are the audit trail.
+    """
+    changed = refresh(opportunity)
+    if changed:
+        TrackedOpportunity.objects.filter(pk=opportunity.pk).update(
+            **{name: getattr(opportunity, name) for name in changed}
+        )
+    return changed

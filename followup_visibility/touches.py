@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils.translation import gettext as _
 
 from followup_visibility import identity, timeline
@@ -17,7 +17,6 @@ from followup_visibility.choices import (
     AcceptedVia,
     Channel,
     Direction,
-    IdentityKind,
     Outcome,
     Status,
 )
@@ -107,12 +106,7 @@ def record_touch(
                 raise
             return RecordedTouch(existing, created=False)
         for member in chain:
-            changed = timeline.refresh(member)
-            if changed:
-                # Derived state is not history: the touches themselves are the audit trail.
-                TrackedOpportunity.objects.filter(pk=member.pk).update(
-                    **{name: getattr(member, name) for name in changed}
-                )
+            timeline.save_refreshed(member)
         _accept_by_touch(opportunity, touch, now)
         send_on_commit(touch_recorded, Touch, touch=touch, opportunity=opportunity)
     return RecordedTouch(touch, created=True)
@@ -215,11 +209,7 @@ def _continued_by_contact(phone: str | None, email: str | None) -> TrackedOpport
     Merged duplicates and converted leads keep their identities, so their contact's touches
     still reach the survivor or the deal when that record holds no phone or email of its own.
     """
-    keys = Q()
-    if phone and (key := identity.normalize_phone(phone)):
-        keys |= Q(kind=IdentityKind.PHONE, key=key)
-    if email and (key := identity.normalize_email(email)):
-        keys |= Q(kind=IdentityKind.EMAIL, key=key)
+    keys = identity.contact_keys(phone=phone, email=email)
     if not keys:
         return None
     continued = TrackedOpportunity.objects.filter(
