@@ -33,6 +33,7 @@ class Snapshot:
     value: Decimal | None
     team_key: str
     segment_hints: Mapping[str, str] = field(default_factory=dict)
+    segment_code: str = ""
     phones: tuple[str, ...] = ()
     emails: tuple[str, ...] = ()
     next_action_due_at: datetime | None = None
@@ -78,6 +79,8 @@ class OpportunityAdapter:
     next_action_field: str | None = None
     #: Host fields copied into ``segment_hints`` (for segment rules), e.g. ``("source",)``.
     segment_hint_fields: tuple[str, ...] = ()
+    #: Host field holding a segment code directly (matched to ``Segment.code``); wins over rules.
+    segment_field: str | None = None
     #: FK on this model to the host object it was converted from (a deal's lead).
     predecessor_field: str | None = None
 
@@ -138,6 +141,10 @@ class OpportunityAdapter:
     def get_segment_hints(self, obj: Any) -> dict[str, str]:
         return {name: str(getattr(obj, name) or "") for name in self.segment_hint_fields}
 
+    def get_segment_code(self, obj: Any) -> str:
+        """A ``Segment.code`` the host assigns itself, or ``""`` to let segment rules decide."""
+        return str(getattr(obj, self.segment_field) or "") if self.segment_field else ""
+
     def get_phones(self, obj: Any) -> tuple[str, ...]:
         return _non_empty(getattr(obj, name) for name in self.phone_fields)
 
@@ -173,6 +180,7 @@ class OpportunityAdapter:
             value=self.get_value(obj),
             team_key=self.get_team_key(obj)[:100],
             segment_hints=self.get_segment_hints(obj),
+            segment_code=self.get_segment_code(obj)[:50],
             phones=self.get_phones(obj),
             emails=self.get_emails(obj),
             next_action_due_at=self.get_next_action_due_at(obj),

@@ -28,6 +28,7 @@ _FIELD_ATTRIBUTES = (
     "team_field",
     "next_action_field",
     "predecessor_field",
+    "segment_field",
 )
 _FIELD_TUPLE_ATTRIBUTES = ("phone_fields", "email_fields", "segment_hint_fields")
 
@@ -35,6 +36,7 @@ _FIELD_TUPLE_ATTRIBUTES = ("phone_fields", "email_fields", "segment_hint_fields"
 def register() -> None:
     checks.register(check_settings, "followup_visibility")
     checks.register(check_tracked_models, "followup_visibility")
+    checks.register(check_configuration_rows, "followup_visibility", checks.Tags.database)
 
 
 def _error(n: int, msg: str, hint: str) -> checks.Error:
@@ -77,6 +79,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         errors.append(
             _error(
                 9, f"{PREFIX}SYNC_CHUNK_SIZE must be a positive integer, not {size!r}.", "e.g. 500"
+            )
+        )
+    size = app_settings.RECOMPUTE_CHUNK_SIZE
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        errors.append(
+            _error(
+                12,
+                f"{PREFIX}RECOMPUTE_CHUNK_SIZE must be a positive integer, not {size!r}.",
+                "e.g. 2000",
             )
         )
     # Typed as what a host may write, not what it should.
@@ -193,6 +204,73 @@ def _check_adapter_fields(model: Any, adapter_class: type[OpportunityAdapter]) -
                     f"which {model._meta.label} does not have.",
                     "Name an existing field, or set the attribute to None (and override the "
                     "matching get_* method if the value comes from elsewhere).",
+                )
+            )
+    return errors
+
+
+def check_configuration_rows(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """Calendars and SLA policies are rows; run with ``check --database default`` (and migrate)."""
+    if not databases:
+        return []
+    from django.core.exceptions import ValidationError
+    from django.db import DatabaseError
+
+    from followup_visibility import calendars
+    from followup_visibility.models import Calendar, SlaPolicy
+    from followup_visibility.models.policy import DURATION_FIELDS
+
+    errors: list[checks.CheckMessage] = []
+    try:
+        default_calendar = Calendar.objects.filter(is_default=True).first()
+        default_policy = SlaPolicy.objects.filter(is_default=True).first()
+        stored = list(Calendar.objects.all())
+    except DatabaseError:
+        return []  # not migrated yet: migrate runs these checks again afterwards
+    if default_calendar is None:
+        errors.append(
+            _error(
+                13,
+                "There is no company default business calendar.",
+                "Mark one calendar as the company default in the admin; opportunities of "
+                "teams without a calendar get no deadlines until then.",
+            )
+        )
+    if default_policy is None:
+        errors.append(
+            _error(
+                14,
+                "There is no company default SLA policy.",
+                "Create the company default policy in the admin: every signal needs a duration "
+                "that more specific policies can fall back to.",
+            )
+        )
+    else:
+        latest = default_policy.versions.order_by("-number").first()
+        missing = [
+            name
+            for name in DURATION_FIELDS.values()
+            if latest is None or getattr(latest, name) is None
+        ]
+        if missing:
+            errors.append(
+                _error(
+                    14,
+                    f"The company default SLA policy lacks durations: {', '.join(missing)}.",
+                    "Publish a new version of the company default that sets every duration.",
+                )
+            )
+    for calendar in stored:
+        try:
+            calendars.load([calendar.pk])
+        except (ValidationError, ValueError, KeyError) as exc:
+            errors.append(
+                _error(
+                    15,
+                    f"Business calendar {calendar.name!r} is unusable: {exc}",
+                    "Fix its time zone or working windows in the admin.",
                 )
             )
     return errors

@@ -62,3 +62,43 @@ class AcceptedVia(models.TextChoices):
     EXPLICIT = "explicit", _("Accepted explicitly")
     TOUCH = "touch", _("Owner's first meaningful touch")
     BACKFILL = "backfill", _("Owner predates tracking")
+
+
+class Signal(models.TextChoices):
+    """What is wrong with an opportunity; each has its own clock (see docs/signals)."""
+
+    NO_FIRST_RESPONSE = "no_first_response", _("No first response")
+    NEVER_CONTACTED = "never_contacted", _("Never contacted")
+    CUSTOMER_WAITING = "customer_waiting", _("Customer waiting")
+    CALL_RETRY_DUE = "call_retry_due", _("Call retry due")
+    NEXT_ACTION_OVERDUE = "next_action_overdue", _("Next action overdue")
+    NO_NEXT_ACTION = "no_next_action", _("No next action")
+    STALE = "stale", _("Stale")
+    NO_OWNER = "no_owner", _("No owner")
+    OWNER_UNCONFIRMED = "owner_unconfirmed", _("Owner unconfirmed")
+    CONFLICTING_OWNERS = "conflicting_owners", _("Conflicting owners")
+    DUPLICATE = "duplicate", _("Duplicate")
+    STAGE_STALLED = "stage_stalled", _("Stage stalled")
+
+
+class ClosedDateKind(models.TextChoices):
+    PUBLIC_HOLIDAY = "public_holiday", _("Public holiday")
+    CLOSURE = "closure", _("Company closure")
+
+
+class SegmentSource(models.TextChoices):
+    NONE = "", _("Unassigned")
+    MANUAL = "manual", _("Set by hand")
+    ADAPTER = "adapter", _("From the host (adapter)")
+    RULE = "rule", _("Assignment rule")
+    PREDECESSOR = "predecessor", _("Inherited from the lead")
+
+
+class Weekday(models.IntegerChoices):
+    MONDAY = 0, _("Monday")
+    TUESDAY = 1, _("Tuesday")
+    WEDNESDAY = 2, _("Wednesday")
+    THURSDAY = 3, _("Thursday")
+    FRIDAY = 4, _("Friday")
+    SATURDAY = 5, _("Saturday")
+    SUNDAY = 6, _("Sunday")

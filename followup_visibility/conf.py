@@ -65,5 +65,11 @@ class Settings:
         value: bool = self._get("ACCEPT_HANDOFF_ON_TOUCH", True)
         return value
 
+    @property
+    def RECOMPUTE_CHUNK_SIZE(self) -> int:
+        """Open opportunities per task when a policy or calendar change recomputes deadlines."""
+        value: int = self._get("RECOMPUTE_CHUNK_SIZE", 2000)
+        return value
+
 
 app_settings = Settings()

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.utils.translation import gettext as _
 
+from followup_visibility import deadlines
 from followup_visibility.models import TrackedOpportunity
 
 
@@ -22,15 +24,17 @@ def schedule_next_action(
     opportunity.next_action_note = note[:255]
     opportunity.next_action_set_at = now
     opportunity.next_action_done_at = None
-    opportunity.save(
-        update_fields=[
-            "next_action_due_at",
-            "next_action_note",
-            "next_action_set_at",
-            "next_action_done_at",
-            "updated_at",
-        ]
-    )
+    with transaction.atomic():
+        opportunity.save(
+            update_fields=[
+                "next_action_due_at",
+                "next_action_note",
+                "next_action_set_at",
+                "next_action_done_at",
+                "updated_at",
+            ]
+        )
+        deadlines.recompute([opportunity.pk], now)
     return opportunity
 
 
@@ -38,5 +42,7 @@ def complete_next_action(opportunity: TrackedOpportunity, *, now: datetime) -> T
     if opportunity.next_action_due_at is None or opportunity.next_action_done_at is not None:
         raise ValidationError(_("There is no open next action to complete."), code="none")
     opportunity.next_action_done_at = now
-    opportunity.save(update_fields=["next_action_done_at", "updated_at"])
+    with transaction.atomic():
+        opportunity.save(update_fields=["next_action_done_at", "updated_at"])
+        deadlines.recompute([opportunity.pk], now)
     return opportunity

@@ -5,10 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import models
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.utils import timezone
 
-from followup_visibility import sync
+from followup_visibility import calendars, recompute, sync
+from followup_visibility.models import (
+    Calendar,
+    ClosedDate,
+    Segment,
+    SegmentRule,
+    SpecialHours,
+    Team,
+    WorkingWindow,
+)
 from followup_visibility.registry import is_tracked
 
 _UID = "followup_visibility"
@@ -19,6 +28,17 @@ def connect() -> None:
     # models in settings (tests, multi-tenant hosts) needs no reconnecting.
     post_save.connect(on_host_saved, dispatch_uid=f"{_UID}.saved")
     post_delete.connect(on_host_deleted, dispatch_uid=f"{_UID}.deleted")
+    # Configuration edits move deadlines: recompute them in background tasks after commit.
+    for model in (WorkingWindow, ClosedDate, SpecialHours):
+        for signal in (post_save, post_delete):
+            signal.connect(on_calendar_row_changed, sender=model, dispatch_uid=f"{_UID}.cal")
+    post_save.connect(on_calendar_saved, sender=Calendar, dispatch_uid=f"{_UID}.calendar")
+    for org_model in (Team, Segment, SegmentRule):
+        for signal in (post_save, post_delete):
+            signal.connect(on_organisation_changed, sender=org_model, dispatch_uid=f"{_UID}.org")
+    m2m_changed.connect(
+        on_organisation_changed, sender=Team.members.through, dispatch_uid=f"{_UID}.members"
+    )
 
 
 def on_host_saved(
@@ -33,3 +53,21 @@ def on_host_saved(
 def on_host_deleted(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
     if is_tracked(sender):
         sync.mark_deleted(sender, [instance.pk], timezone.now())
+
+
+def on_calendar_row_changed(sender: type[models.Model], instance: Any, **kwargs: Any) -> None:
+    if kwargs.get("raw"):
+        return
+    calendars.mark_changed(instance.calendar_id)
+
+
+def on_calendar_saved(sender: type[Calendar], instance: Calendar, **kwargs: Any) -> None:
+    if not kwargs.get("raw") and not kwargs.get("created"):
+        calendars.mark_changed(instance.pk)
+
+
+def on_organisation_changed(sender: Any, **kwargs: Any) -> None:
+    """Teams, memberships, segments or rules changed: re-run assignment for open ones."""
+    if kwargs.get("raw") or kwargs.get("action", "post_").startswith("pre_"):
+        return
+    recompute.schedule(recompute.Scope(reassign=True, reason=f"{sender._meta.label} changed"))

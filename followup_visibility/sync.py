@@ -18,7 +18,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
-from followup_visibility import identity, ownership, timeline
+from followup_visibility import assignment, deadlines, identity, ownership, timeline
 from followup_visibility.adapters import OpportunityAdapter, Snapshot
 from followup_visibility.choices import Status
 from followup_visibility.conf import app_settings
@@ -39,11 +39,15 @@ MIRRORED_FIELDS = [
     "value",
     "team_key",
     "segment_hints",
+    "segment_code",
     "next_action_due_at",
     "next_action_set_at",
     "next_action_done_at",
     "predecessor",
     "chain_root",
+    "team",
+    "segment",
+    "segment_source",
     "snapshot_digest",
     "synced_at",
 ]
@@ -111,6 +115,7 @@ def sync_objects(
         relinked = _link_predecessors(
             adapter, snapshots, new + changed, now, confirm_owners=confirm_owners
         )
+        assignment.assign(new + changed)
         bulk_create_with_history(new, TrackedOpportunity, default_date=now)
         if changed:
             bulk_update_with_history(changed, TrackedOpportunity, MIRRORED_FIELDS, default_date=now)
@@ -119,6 +124,7 @@ def sync_objects(
             timeline.save_refreshed(opp)
         ownership.record_owner_changes(owner_changes, now, confirmed=confirm_owners)
         _refresh_identities(identity_refresh, now)
+        deadlines.recompute([opp.pk for opp in new + changed], now)
         result.created = [opp.pk for opp in new]
         result.updated = [opp.pk for opp in changed]
         if new or changed:
@@ -151,6 +157,7 @@ def _apply(opp: TrackedOpportunity, snap: Snapshot, now: datetime, *, is_new: bo
     opp.value = snap.value
     opp.team_key = snap.team_key
     opp.segment_hints = dict(snap.segment_hints)
+    opp.segment_code = snap.segment_code
     # The host's dated next step wins when it has one; otherwise ours (set via the API) stays.
     if snap.next_action_due_at is not None and snap.next_action_due_at != opp.next_action_due_at:
         opp.next_action_due_at = snap.next_action_due_at
@@ -235,10 +242,12 @@ def mark_deleted(model: type[models.Model], pks: Sequence[Any], now: datetime) -
     opps = TrackedOpportunity.objects.for_model(model).filter(object_pk__in=[str(pk) for pk in pks])
     ids = list(opps.exclude(status__in=_NOT_DELETABLE).values_list("pk", flat=True))
     identity.clear_duplicates(ids, now)
-    return TrackedOpportunity.objects.filter(pk__in=ids).update(
+    closed = TrackedOpportunity.objects.filter(pk__in=ids).update(
         status=Status.DELETED,
         closed_at=Coalesce(F("closed_at"), Value(now), output_field=models.DateTimeField()),
     )
+    deadlines.recompute(ids, now)
+    return closed
 
 
 Progress = Callable[[int, int], None]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
 from django.apps import apps
 from django.utils import timezone
 
-from followup_visibility import sync
+from followup_visibility import recompute, sync
 from followup_visibility.registry import adapters, get_adapter
 
 
@@ -22,3 +24,34 @@ def reconcile(model_label: str | None = None) -> dict[str, int]:
         totals["updated"] += len(result.updated)
         totals["deleted"] += sync.reconcile_deleted(model, now)
     return totals
+
+
+@shared_task(name="followup_visibility.plan_recompute", acks_late=True, ignore_result=True)
+def plan_recompute(**scope_kwargs: Any) -> int:
+    """Split a recompute into key ranges and enqueue one ``recompute_deadlines`` task each."""
+    scope = recompute.scope_from_kwargs(**scope_kwargs)
+    if scope.is_outdated():
+        return 0
+    chunks = recompute.plan(scope)
+    for first, last in chunks:
+        recompute_deadlines.delay(first, last, **scope_kwargs)
+    return len(chunks)
+
+
+@shared_task(
+    name="followup_visibility.recompute_deadlines",
+    acks_late=True,
+    ignore_result=True,
+    soft_time_limit=300,
+    time_limit=330,
+)
+def recompute_deadlines(first: Any, last: Any, **scope_kwargs: Any) -> dict[str, int]:
+    """Recompute the deadlines of the open opportunities in one key range."""
+    scope = recompute.scope_from_kwargs(**scope_kwargs)
+    result = recompute.recompute_range(first, last, scope, timezone.now())
+    return {
+        "opportunities": result.opportunities,
+        "written": result.totals.written,
+        "deleted": result.totals.deleted,
+        "skipped": int(result.skipped),
+    }

@@ -19,6 +19,7 @@ CASES: dict[str, tuple[Any, Any]] = {
     "TOUCH_RULES": (DEFAULT_TOUCH_RULES, ["followup_visibility.rules.internal_note"]),
     "SYNC_CHUNK_SIZE": (500, 25),
     "ACCEPT_HANDOFF_ON_TOUCH": (True, False),
+    "RECOMPUTE_CHUNK_SIZE": (2000, 100),
 }
 
 

@@ -1,6 +1,26 @@
+from followup_visibility.models.calendar import Calendar, ClosedDate, SpecialHours, WorkingWindow
+from followup_visibility.models.deadline import Deadline
 from followup_visibility.models.identity import ContactIdentity, DuplicateMatch
 from followup_visibility.models.opportunity import TrackedOpportunity
+from followup_visibility.models.org import Segment, SegmentRule, Team
 from followup_visibility.models.ownership import Handoff
+from followup_visibility.models.policy import SlaPolicy, SlaPolicyVersion
 from followup_visibility.models.touch import Touch
 
-__all__ = ["ContactIdentity", "DuplicateMatch", "Handoff", "Touch", "TrackedOpportunity"]
+__all__ = [
+    "Calendar",
+    "ClosedDate",
+    "ContactIdentity",
+    "Deadline",
+    "DuplicateMatch",
+    "Handoff",
+    "Segment",
+    "SegmentRule",
+    "SlaPolicy",
+    "SlaPolicyVersion",
+    "SpecialHours",
+    "Team",
+    "Touch",
+    "TrackedOpportunity",
+    "WorkingWindow",
+]

@@ -10,7 +10,7 @@ from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
-from followup_visibility.choices import Status
+from followup_visibility.choices import SegmentSource, Status
 from followup_visibility.querysets import TrackedOpportunityQuerySet
 
 
@@ -38,6 +38,27 @@ class TrackedOpportunity(models.Model):
     value = models.DecimalField(_("value"), max_digits=14, decimal_places=2, null=True, blank=True)
     team_key = models.CharField(_("team key"), max_length=100, blank=True)
     segment_hints = models.JSONField(_("segment hints"), default=dict, blank=True)
+    #: A segment code reported by the host through its adapter (empty: use the rules).
+    segment_code = models.CharField(_("host segment code"), max_length=50, blank=True)
+
+    # Resolved by us (see assignment.py): which team's calendar and which segment's SLAs apply.
+    team = models.ForeignKey(
+        "followup_visibility.Team",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="opportunities",
+    )
+    segment = models.ForeignKey(
+        "followup_visibility.Segment",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="opportunities",
+    )
+    segment_source = models.CharField(
+        _("segment from"), max_length=20, choices=SegmentSource, blank=True
+    )
 
     # What only we know: ownership confirmation and stage timing.
     owner_confirmed_at = models.DateTimeField(_("owner confirmed at"), null=True, blank=True)

@@ -1,0 +1,155 @@
+"""Recompute deadlines after a policy, calendar or organisation change, in chunked tasks.
+
+A change schedules one planning task after commit; it splits the affected open opportunities
+into key ranges and enqueues one independent task per range. Every step is idempotent, so a
+retried or duplicated task only rewrites what is still out of date.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+
+from followup_visibility import assignment, deadlines
+from followup_visibility.conf import app_settings
+from followup_visibility.models import Calendar, SlaPolicy, TrackedOpportunity
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which open opportunities a change can affect (empty lists: no restriction)."""
+
+    team_ids: Sequence[int] | None = None
+    segment_ids: Sequence[int] | None = None
+    #: Also re-run team and segment assignment (rules, keys or memberships changed).
+    reassign: bool = False
+    #: Skip the work if this calendar has moved past this version: a newer task follows.
+    calendar: tuple[int, int] | None = None
+    reason: str = ""
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return {
+            "team_ids": list(self.team_ids) if self.team_ids is not None else None,
+            "segment_ids": list(self.segment_ids) if self.segment_ids is not None else None,
+            "reassign": self.reassign,
+            "calendar": list(self.calendar) if self.calendar else None,
+            "reason": self.reason,
+        }
+
+    def queryset(self) -> Any:
+        qs = TrackedOpportunity.objects.open()
+        if self.team_ids is not None:
+            qs = qs.filter(team_id__in=self.team_ids)
+        if self.segment_ids is not None:
+            qs = qs.filter(segment_id__in=self.segment_ids)
+        return qs
+
+    def is_outdated(self) -> bool:
+        if self.calendar is None:
+            return False
+        pk, version = self.calendar
+        current = Calendar.objects.filter(pk=pk).values_list("version", flat=True).first()
+        return current is not None and current != version
+
+
+def scope_from_kwargs(
+    team_ids: Sequence[int] | None = None,
+    segment_ids: Sequence[int] | None = None,
+    reassign: bool = False,
+    calendar: Sequence[int] | None = None,
+    reason: str = "",
+) -> Scope:
+    cal = (int(calendar[0]), int(calendar[1])) if calendar else None
+    return Scope(team_ids, segment_ids, reassign, cal, reason)
+
+
+def _enqueue_plan(scope: Scope) -> None:
+    from followup_visibility.tasks import plan_recompute
+
+    transaction.on_commit(lambda: plan_recompute.delay(**scope.as_kwargs()))
+
+
+def schedule(scope: Scope) -> None:
+    """Plan a recompute of ``scope`` once the current transaction commits."""
+    _enqueue_plan(scope)
+
+
+def schedule_for_policy(policy: SlaPolicy, *, reason: str = "") -> None:
+    # A team or segment policy can only change opportunities of that team or segment; the
+    # default can change any of them.
+    schedule(
+        Scope(
+            team_ids=[policy.team_id] if policy.team_id else None,
+            segment_ids=[policy.segment_id] if policy.segment_id else None,
+            reason=reason or f"policy {policy.pk}",
+        )
+    )
+
+
+def schedule_for_calendar(calendar_id: int, version: int) -> None:
+    calendar = Calendar.objects.filter(pk=calendar_id).first()
+    if calendar is None:
+        return
+    from followup_visibility.calendars import teams_using
+
+    teams = teams_using(calendar)
+    if teams == []:
+        return  # nobody uses it
+    schedule(
+        Scope(team_ids=teams, calendar=(calendar_id, version), reason=f"calendar {calendar_id}")
+    )
+
+
+def plan(scope: Scope, *, chunk_size: int | None = None) -> list[tuple[Any, Any]]:
+    """Split the affected open opportunities into inclusive ``(first, last)`` key ranges."""
+    size = chunk_size or app_settings.RECOMPUTE_CHUNK_SIZE
+    ids = list(scope.queryset().order_by("pk").values_list("pk", flat=True))
+    return [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
+
+
+@dataclass
+class ChunkResult:
+    opportunities: int = 0
+    reassigned: int = 0
+    totals: deadlines.RecomputeResult = field(default_factory=deadlines.RecomputeResult)
+    skipped: bool = False
+
+
+def recompute_range(
+    first: Any, last: Any, scope: Scope, now: datetime, *, ctx: deadlines.Context | None = None
+) -> ChunkResult:
+    """Recompute one key range in one transaction (a failure leaves the range as it was)."""
+    result = ChunkResult()
+    if scope.is_outdated():
+        result.skipped = True
+        return result
+    with transaction.atomic():
+        opps = list(
+            scope.queryset().filter(pk__gte=first, pk__lte=last).select_for_update().order_by("pk")
+        )
+        result.opportunities = len(opps)
+        if scope.reassign:
+            result.reassigned = assignment.assign_and_save(opps)
+        result.totals = deadlines.recompute([o.pk for o in opps], now, ctx=ctx)
+    return result
+
+
+def recompute_all(scope: Scope, now: datetime, *, chunk_size: int | None = None) -> ChunkResult:
+    """Plan and run every chunk here and now (commands, benchmarks, tests)."""
+    ctx = deadlines.Context.load()
+    total = ChunkResult()
+    for first, last in plan(scope, chunk_size=chunk_size):
+        part = recompute_range(first, last, scope, now, ctx=ctx)
+        total.opportunities += part.opportunities
+        total.reassigned += part.reassigned
+        total.totals.written += part.totals.written
+        total.totals.deleted += part.totals.deleted
+        total.totals.unchanged += part.totals.unchanged
+    return total
