@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+
+from django.db import transaction
 
 from followup_visibility.choices import Direction, SegmentSource
 from followup_visibility.models import Segment, SegmentRule, Team, Touch, TrackedOpportunity
@@ -165,3 +168,21 @@ def assign_and_save(opps: Sequence[TrackedOpportunity], org: Organisation | None
     if changed:
         TrackedOpportunity.objects.bulk_update(changed, ASSIGNED_FIELDS)
     return len(changed)
+
+
+def set_segment(
+    opportunity: TrackedOpportunity, segment: Segment | None, now: datetime
+) -> TrackedOpportunity:
+    """Pin a segment by hand (rules and the host no longer decide); ``None`` unpins it."""
+    from followup_visibility import deadlines
+
+    with transaction.atomic():
+        opportunity.segment = segment
+        opportunity.segment_source = SegmentSource.MANUAL if segment else SegmentSource.NONE
+        if segment is None:
+            assign([opportunity])
+        TrackedOpportunity.objects.filter(pk=opportunity.pk).update(
+            segment=opportunity.segment_id, segment_source=opportunity.segment_source
+        )
+        deadlines.recompute([opportunity.pk], now)
+    return opportunity

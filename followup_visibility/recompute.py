@@ -70,15 +70,28 @@ def scope_from_kwargs(
     return Scope(team_ids, segment_ids, reassign, cal, reason)
 
 
-def _enqueue_plan(scope: Scope) -> None:
+def schedule(scope: Scope) -> None:
+    """Plan a recompute of ``scope`` once the current transaction commits.
+
+    Repeats within one transaction collapse into one task: an admin saving five calendar
+    rows, or a seed creating teams and rules, plans each distinct scope once.
+    """
     from followup_visibility.tasks import plan_recompute
 
-    transaction.on_commit(lambda: plan_recompute.delay(**scope.as_kwargs()))
+    kwargs = scope.as_kwargs()
+    key = repr(sorted((k, v) for k, v in kwargs.items() if k != "reason"))
+    connection = transaction.get_connection()
+    pending: dict[str, Any] = connection.__dict__.setdefault("_followup_pending_plans", {})
+    queued = {id(entry[1]) for entry in connection.run_on_commit}
+    if key in pending and id(pending[key]) in queued:
+        return
 
+    def enqueue() -> None:
+        pending.pop(key, None)
+        plan_recompute.delay(**kwargs)
 
-def schedule(scope: Scope) -> None:
-    """Plan a recompute of ``scope`` once the current transaction commits."""
-    _enqueue_plan(scope)
+    pending[key] = enqueue
+    transaction.on_commit(enqueue)
 
 
 def schedule_for_policy(policy: SlaPolicy, *, reason: str = "") -> None:

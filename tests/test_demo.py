@@ -46,3 +46,34 @@ def test_demo_command_seeds_once_and_prints_logins(db):
     call_command("demo", "--no-serve", stdout=again)
     assert "already present" in again.getvalue()
     assert Lead.objects.count() == 15
+
+
+def test_seed_configures_segments_teams_and_versioned_policies(db, now):
+    from followup_visibility.choices import ClosedDateKind, Signal
+    from followup_visibility.models import Deadline, SlaPolicy, Team
+
+    seed(now, leads=80, seed_value=7)
+
+    zones = {t.key: t.calendar.time_zone for t in Team.objects.exclude(calendar=None)}
+    assert zones == {"us-east": "America/New_York", "emea": "Europe/London"}
+    for team in Team.objects.exclude(calendar=None):
+        assert team.calendar.closed_dates.filter(kind=ClosedDateKind.PUBLIC_HOLIDAY).exists()
+        assert team.parent is not None and team.parent.manager.username == "maria"
+    first_response = Deadline.objects.filter(signal=Signal.NO_FIRST_RESPONSE)
+    missed = first_response.filter(opportunity__segment__code="missed-call")
+    assert missed.exists() and {d.sla for d in missed} == {timedelta(hours=1)}
+    # The brochure policy was tightened a week ago for new leads only.
+    brochure = SlaPolicy.objects.get(segment__code="brochure", team=None)
+    v1, v2 = brochure.versions.order_by("number")
+    assert not v2.applies_to_open
+    assert first_response.filter(opportunity__segment__code="brochure").exists()
+    for deadline in first_response.filter(opportunity__segment__code="brochure"):
+        arrived = deadline.opportunity.arrived_at
+        expected = v2 if arrived >= v2.effective_from else v1
+        assert deadline.policy_version == expected
+        assert deadline.sla == expected.first_response
+    # Deadlines follow the team's own calendar.
+    for deadline in Deadline.objects.select_related("opportunity__team")[:50]:
+        team = deadline.opportunity.team
+        if team is not None:
+            assert deadline.calendar_id == team.calendar_id

@@ -15,6 +15,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 
+from example_project.crm import seed_sla
 from example_project.crm.models import Deal, Lead
 from followup_visibility.choices import Channel, Direction, Outcome
 from followup_visibility.models import TrackedOpportunity
@@ -145,6 +146,7 @@ def seed(now: datetime, *, leads: int = 180, seed_value: int = 42) -> SeedSummar
     """Create users, leads, deals and their timelines over the six weeks before ``now``."""
     rng = random.Random(seed_value)
     users = create_users()
+    seed_sla.configure(now, users)
     reps = [users[name] for name in ("alex", "bea", "chen", "dana")]
     summary = SeedSummary(
         users={"admin": "admin", "maria": PASSWORD, **{r.username: PASSWORD for r in reps}}
@@ -170,7 +172,7 @@ def seed(now: datetime, *, leads: int = 180, seed_value: int = 42) -> SeedSummar
                     if rng.random() < 0.8
                     else "",
                     source=source,
-                    team=rng.choice(["east", "west"]),
+                    team=rng.choice(["us-east", "emea"]),
                     created_at=arrived,
                 )
             ]

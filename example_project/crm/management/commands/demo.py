@@ -1,17 +1,25 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import connection, transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from example_project.crm.models import Lead
 from example_project.crm.seed import seed
-from followup_visibility.choices import Status
-from followup_visibility.models import DuplicateMatch, Handoff, Touch, TrackedOpportunity
+from followup_visibility.choices import Signal, Status
+from followup_visibility.models import (
+    Deadline,
+    DuplicateMatch,
+    Handoff,
+    Touch,
+    TrackedOpportunity,
+)
 
 
 class Command(BaseCommand):
@@ -64,7 +72,7 @@ class Command(BaseCommand):
             ),
             (
                 "touches logged a day or more late",
-                Touch.objects.filter(logging_lag__gte=timezone.timedelta(days=1)).count(),
+                Touch.objects.filter(logging_lag__gte=timedelta(days=1)).count(),
             ),
             (
                 "duplicate pairs (by phone/email)",
@@ -78,6 +86,17 @@ class Command(BaseCommand):
             ),
             ("closed (won/lost/disqualified/converted)", opps.exclude(status=Status.OPEN).count()),
         ]
+        now = timezone.now()
+        overdue = Deadline.objects.filter(due_at__lte=now)
+        rows.append(
+            (
+                "overdue now: opportunities (deadlines)",
+                f"{overdue.values('opportunity').distinct().count()} ({overdue.count()})",
+            )
+        )
+        by_signal = overdue.values_list("signal").annotate(n=Count("id")).order_by("-n", "signal")
+        labels = dict(Signal.choices)
+        rows += [(f"  {labels[signal]}", n) for signal, n in by_signal]
         width = max(len(label) for label, _ in rows)
         self.stdout.write("")
         for label, value in rows:
@@ -91,6 +110,10 @@ Open {base}/admin/ and log in as:
 
   {base}/admin/followup_visibility/trackedopportunity/   tracked opportunities
   {base}/admin/followup_visibility/touch/                touch timeline
+  {base}/admin/followup_visibility/deadline/             deadlines (business time)
+  {base}/admin/followup_visibility/slapolicy/            SLA policies, versions, what-if
+  {base}/admin/followup_visibility/calendar/             business calendars and holidays
+  {base}/admin/followup_visibility/team/                 teams (US East, EMEA)
   {base}/admin/crm/lead/                                 the host CRM's leads
 """)
         if connection.vendor == "sqlite":
