@@ -20,8 +20,9 @@ from followup_visibility.models import Calendar, ClosedDate, SpecialHours, Team,
 
 logger = logging.getLogger(__name__)
 
-# Engine calendars by (pk, version): a change bumps the version, so entries never go stale.
-_cache: dict[tuple[int, int], BusinessCalendar] = {}
+# Engine calendars by (pk, version, updated_at): a change bumps the version, so entries never
+# go stale; updated_at tells apart a new row that reuses a deleted row's key (SQLite does).
+_cache: dict[tuple[Any, ...], BusinessCalendar] = {}
 
 
 def _end_after(start: time, end: time) -> bool:
@@ -96,7 +97,7 @@ def load(calendar_ids: Iterable[int]) -> dict[int, BusinessCalendar]:
     rows = {c.pk: c for c in Calendar.objects.filter(pk__in=set(calendar_ids))}
     found, missing = {}, []
     for pk, row in rows.items():
-        cached = _cache.get((pk, row.version))
+        cached = _cache.get((pk, row.version, row.updated_at))
         if cached is None:
             missing.append(pk)
         else:
@@ -122,7 +123,7 @@ def load(calendar_ids: Iterable[int]) -> dict[int, BusinessCalendar]:
             engine = build(row, windows[pk], closed[pk], special[pk])
             for key in [k for k in _cache if k[0] == pk]:
                 del _cache[key]
-            _cache[(pk, row.version)] = engine
+            _cache[(pk, row.version, row.updated_at)] = engine
             found[pk] = engine
     return found
 

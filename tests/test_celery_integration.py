@@ -207,3 +207,68 @@ def test_beat_schedules_reconcile_for_the_worker(
     assert_mirrored(leads)
     assert "Sending due task followup-visibility-reconcile" in beat_log.read_text()
     assert "followup_visibility.reconcile" in worker_log.read_text()
+
+
+def test_worker_recomputes_deadlines_after_a_policy_change(
+    make_lead: Callable[..., Lead], queue: str, tmp_path: Path
+) -> None:
+    from datetime import time, timedelta
+    from importlib import import_module
+
+    from django.utils import timezone
+
+    from followup_visibility import policies
+    from followup_visibility.choices import Signal
+    from followup_visibility.models import (
+        Calendar,
+        Deadline,
+        SlaPolicy,
+        SlaPolicyVersion,
+        WorkingWindow,
+    )
+
+    DEFAULT_DURATIONS = import_module(
+        "followup_visibility.migrations.0003_company_defaults"
+    ).DEFAULT_DURATIONS
+
+    # Transactional tests flush the migration's default rows: make sure they exist.
+    calendar, created = Calendar.objects.get_or_create(
+        is_default=True, defaults={"name": "Company hours", "time_zone": "America/New_York"}
+    )
+    if created:
+        WorkingWindow.objects.bulk_create(
+            WorkingWindow(calendar=calendar, weekday=day, start=time(9), end=time(17))
+            for day in range(5)
+        )
+    if not SlaPolicy.objects.filter(is_default=True).exists():
+        policies.create_policy("Company default", DEFAULT_DURATIONS, now=timezone.now())
+    leads = [make_lead() for _ in range(5)]
+    default = SlaPolicy.objects.get(is_default=True)
+    values = policies.current_values(default)
+    values["first_response"] = timedelta(minutes=30)
+    # Stored without scheduling anything here, as if published on another machine: the
+    # worker alone must bring the deadlines in line.
+    version = SlaPolicyVersion.objects.create(
+        policy=default,
+        number=default.versions.count() + 1,
+        effective_from=timezone.now(),
+        applies_to_open=True,
+        **{k: v for k, v in values.items() if k != "stage_limits"},
+    )
+
+    def moved() -> bool:
+        rows = Deadline.objects.filter(
+            opportunity__in=[tracked(lead) for lead in leads], signal=Signal.NO_FIRST_RESPONSE
+        )
+        return rows.count() == 5 and all(d.policy_version_id == version.pk for d in rows)
+
+    assert not moved()
+    log = tmp_path / "worker.log"
+    with worker(queue, log) as proc, producer_app() as producer:
+        producer.send_task(
+            "followup_visibility.plan_recompute", kwargs={"reason": "test"}, queue=queue
+        )
+        wait_until(moved, {"worker": (proc, log)})
+    for deadline in Deadline.objects.filter(signal=Signal.NO_FIRST_RESPONSE):
+        assert deadline.sla == timedelta(minutes=30)
+    assert "followup_visibility.plan_recompute" in log.read_text()
