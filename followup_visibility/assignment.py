@@ -65,9 +65,10 @@ class Organisation:
     @classmethod
     def load(cls) -> Organisation:
         team_by_member: dict[Any, int] = {}
-        for user_id, team_id in Team.members.through.objects.order_by("team_id").values_list(
-            "user_id", "team_id"
-        ):
+        # Through the relation, not the through table: its column is named after the host's
+        # user model.
+        memberships = Team.objects.filter(members__isnull=False).order_by("pk")
+        for user_id, team_id in memberships.values_list("members", "pk"):
             team_by_member.setdefault(user_id, team_id)
         rules = tuple(
             _Rule(*row)
@@ -92,14 +93,19 @@ class Organisation:
         )
 
 
-def _arrival_touches(opps: Sequence[TrackedOpportunity]) -> dict[Any, dict[str, Any]]:
-    """Each opportunity's arrival touch: the earliest customer-facing touch of its chain."""
-    roots = {opp.pk: opp.chain_root_id or opp.pk for opp in opps if opp.pk is not None}
-    if not roots:
+def _arrival_touches(opps: Sequence[TrackedOpportunity]) -> dict[int, dict[str, Any]]:
+    """Each opportunity's arrival touch, by ``id(opp)``: the chain's earliest customer touch.
+
+    Keyed by object, not primary key: a deal being created has no key yet, but its chain root
+    (the lead) already has touches.
+    """
+    chains = {id(opp): {opp.pk, opp.chain_root_id} - {None} for opp in opps}
+    members = set().union(*chains.values())
+    if not members:
         return {}
     first: dict[Any, Any] = {}
     rows = (
-        Touch.objects.filter(opportunity_id__in=set(roots) | set(roots.values()))
+        Touch.objects.filter(opportunity_id__in=members)
         .exclude(direction=Direction.INTERNAL)
         .order_by("occurred_at", "id")
         .values("id", "opportunity_id", "channel", "direction", "outcome", "source", "occurred_at")
@@ -107,11 +113,11 @@ def _arrival_touches(opps: Sequence[TrackedOpportunity]) -> dict[Any, dict[str, 
     for row in rows:
         first.setdefault(row["opportunity_id"], row)
     result = {}
-    for pk, root in roots.items():
+    for key, chain in chains.items():
         # A deal arrives with its lead: the chain's earliest touch is its arrival.
-        candidates = [row for row in (first.get(pk), first.get(root)) if row is not None]
+        candidates = [first[pk] for pk in chain if pk in first]
         if candidates:
-            result[pk] = min(candidates, key=lambda r: (r["occurred_at"], r["id"]))
+            result[key] = min(candidates, key=lambda r: (r["occurred_at"], r["id"]))
     return result
 
 
@@ -124,19 +130,38 @@ def assign(
     org = org or Organisation.load()
     arrivals = _arrival_touches(opps) if org.rules else {}
     predecessor_segments = _predecessor_segments(opps)
+    # A lead and its deal in one batch (a touch on their chain): decide the lead first, so
+    # that the deal inherits its new segment rather than the stored one.
+    batch: dict[Any, TrackedOpportunity] = {opp.pk: opp for opp in opps if opp.pk is not None}
     changed = []
-    for opp in opps:
+    for opp in sorted(opps, key=lambda o: _chain_depth(o, batch)):
         before = (opp.team_id, opp.segment_id, opp.segment_source)
         opp.team_id = org.team_by_key.get(opp.team_key) if opp.team_key else None
         if opp.team_id is None and opp.owner_id is not None:
             opp.team_id = org.team_by_member.get(opp.owner_id)
         if opp.segment_source != SegmentSource.MANUAL:
+            predecessor = batch.get(opp.predecessor_id)
+            inherited = (
+                predecessor.segment_id
+                if predecessor is not None
+                else predecessor_segments.get(opp.predecessor_id)
+            )
             opp.segment_id, opp.segment_source = _segment(
-                opp, org, arrivals.get(opp.pk), predecessor_segments.get(opp.predecessor_id)
+                opp, org, arrivals.get(id(opp)), inherited
             )
         if (opp.team_id, opp.segment_id, opp.segment_source) != before:
             changed.append(opp)
     return changed
+
+
+def _chain_depth(opp: TrackedOpportunity, batch: dict[Any, TrackedOpportunity]) -> int:
+    """How many of ``opp``'s predecessors are in the batch (0 for a lead)."""
+    depth, seen = 0, set()
+    while opp.predecessor_id in batch and opp.predecessor_id not in seen:
+        seen.add(opp.predecessor_id)
+        opp = batch[opp.predecessor_id]
+        depth += 1
+    return depth
 
 
 def _segment(

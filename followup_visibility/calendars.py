@@ -132,13 +132,13 @@ def default_calendar_id() -> int | None:
     return Calendar.objects.filter(is_default=True).values_list("pk", flat=True).first()
 
 
-def team_calendar_ids() -> dict[int, int | None]:
+def team_calendar_ids(default: int | None = None) -> dict[int, int | None]:
     """Each team's effective calendar: its own, else the nearest ancestor's, else the default."""
     teams: dict[int, tuple[int | None, int | None]] = {
         pk: (parent, cal)
         for pk, parent, cal in Team.objects.values_list("pk", "parent_id", "calendar_id")
     }
-    default = default_calendar_id()
+    default = default if default is not None else default_calendar_id()
     result: dict[int, int | None] = {}
     for pk in teams:
         seen: set[int] = set()
@@ -162,14 +162,18 @@ def teams_using(calendar: Calendar) -> list[int] | None:
     return [team for team, cal in team_calendar_ids().items() if cal == calendar.pk]
 
 
-def mark_changed(calendar_id: int) -> None:
-    """Bump the calendar's version and recompute the deadlines that use it, after commit."""
+def mark_changed(calendar_id: int, *, everything: bool = False) -> None:
+    """Bump the calendar's version and recompute the deadlines that use it, after commit.
+
+    ``everything`` recomputes all open opportunities: when the calendar row itself changed
+    (time zone, default flag), those that fell back to it as the default may move too.
+    """
     from followup_visibility import recompute
 
     Calendar.objects.filter(pk=calendar_id).update(version=F("version") + 1)
     version = Calendar.objects.filter(pk=calendar_id).values_list("version", flat=True).first()
     if version is not None:
-        recompute.schedule_for_calendar(calendar_id, version)
+        recompute.schedule_for_calendar(calendar_id, version, everything=everything)
 
 
 def seed_holidays(calendar: Calendar, years: Iterable[int]) -> int:
@@ -207,7 +211,8 @@ def seed_holidays(calendar: Calendar, years: Iterable[int]) -> int:
             for day, name in sorted(found.items())
             if day not in present
         ]
-        ClosedDate.objects.bulk_create(rows)
+        # A concurrent seed or a date typed in meanwhile: the row already there wins.
+        ClosedDate.objects.bulk_create(rows, ignore_conflicts=True)
         if rows:
             mark_changed(calendar.pk)
     logger.info("seeded %d public holidays into calendar %s", len(rows), calendar.pk)

@@ -72,8 +72,8 @@ class Context:
 
     @classmethod
     def load(cls, book: PolicyBook | None = None) -> Context:
-        team_calendars = calendars.team_calendar_ids()
         default = calendars.default_calendar_id()
+        team_calendars = calendars.team_calendar_ids(default)
         ids = {c for c in team_calendars.values() if c is not None}
         if default is not None:
             ids.add(default)

@@ -9,6 +9,7 @@ arrived: a version published for "new opportunities only" applies to those arriv
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -25,6 +26,9 @@ from followup_visibility.models.policy import DURATION_FIELDS, ZERO_ALLOWED
 Scope = tuple[int | None, int | None]  # (team id, segment id); (None, None) is the default
 DEFAULT_SCOPE: Scope = (None, None)
 _ZERO = timedelta(0)
+#: Longest duration accepted, in business time: far beyond any real SLA, and small enough that
+#: computing a deadline stays cheap (an unbounded one can take seconds, or overflow).
+MAX_DURATION = timedelta(days=366)
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,8 @@ def validate_values(values: Mapping[str, Any], *, is_default: bool, retired: boo
             errors[name] = [
                 _("Must be zero or more.") if name in ZERO_ALLOWED else _("Must be positive.")
             ]
+        elif value > MAX_DURATION:
+            errors[name] = [_("At most %(max)s.") % {"max": MAX_DURATION}]
     limits = values.get("stage_limits") or {}
     if not isinstance(limits, Mapping):
         errors["stage_limits"] = [_("Map each stage to a number of seconds.")]
@@ -162,9 +168,14 @@ def validate_values(values: Mapping[str, Any], *, is_default: bool, retired: boo
         for stage, secs in limits.items():
             if not isinstance(stage, str) or not stage:
                 errors.setdefault("stage_limits", []).append(_("Stage names must be text."))
-            elif isinstance(secs, bool) or not isinstance(secs, int | float) or secs <= 0:
+            elif (
+                isinstance(secs, bool)
+                or not isinstance(secs, int | float)
+                or not math.isfinite(secs)
+                or not 0 < secs <= MAX_DURATION.total_seconds()
+            ):
                 errors.setdefault("stage_limits", []).append(
-                    _("%(stage)s: the limit must be a positive number of seconds.")
+                    _("%(stage)s: the limit must be a positive number of seconds, at most a year.")
                     % {"stage": stage}
                 )
     if is_default and retired:

@@ -63,7 +63,8 @@ def on_calendar_row_changed(sender: type[models.Model], instance: Any, **kwargs:
 
 def on_calendar_saved(sender: type[Calendar], instance: Calendar, **kwargs: Any) -> None:
     if not kwargs.get("raw") and not kwargs.get("created"):
-        calendars.mark_changed(instance.pk)
+        # The default flag or time zone may have moved: recompute everything open.
+        calendars.mark_changed(instance.pk, everything=True)
 
 
 def on_organisation_changed(sender: Any, **kwargs: Any) -> None:

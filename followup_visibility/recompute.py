@@ -106,13 +106,13 @@ def schedule_for_policy(policy: SlaPolicy, *, reason: str = "") -> None:
     )
 
 
-def schedule_for_calendar(calendar_id: int, version: int) -> None:
+def schedule_for_calendar(calendar_id: int, version: int, *, everything: bool = False) -> None:
     calendar = Calendar.objects.filter(pk=calendar_id).first()
     if calendar is None:
         return
     from followup_visibility.calendars import teams_using
 
-    teams = teams_using(calendar)
+    teams = None if everything else teams_using(calendar)
     if teams == []:
         return  # nobody uses it
     schedule(

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import time, timedelta
 from io import StringIO
 from typing import Any
 
 import pytest
+from django.core.checks import run_checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import modify_settings, override_settings
 
+from followup_visibility import calendars
 from followup_visibility.adapters import OpportunityAdapter
+from followup_visibility.models import (
+    Calendar,
+    Deadline,
+    SlaPolicy,
+    SlaPolicyVersion,
+    WorkingWindow,
+)
+from tests.factories_sla import DURATIONS, install_defaults, make_calendar
 
 LEAD_ADAPTER = "example_project.crm.adapters.LeadAdapter"
 
@@ -341,3 +351,103 @@ def test_e010_bare_string_field_tuple_is_reported_once():
     text = str(excinfo.value)
     assert text.count("followup_visibility.E010") == 1
     assert "phone_fields must be a tuple" in text and "trailing comma" in text
+
+
+@pytest.mark.parametrize("size", [0, -5, True, "2000", 1.5, None])
+def test_e012_bad_recompute_chunk_size(size: Any) -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_RECOMPUTE_CHUNK_SIZE=size):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E012", "RECOMPUTE_CHUNK_SIZE", repr(size))
+    assert our_ids(output) == {"followup_visibility.E012"}
+
+
+def test_e012_one_is_allowed() -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_RECOMPUTE_CHUNK_SIZE=1):
+        assert "no issues" in run_check()
+
+
+# Database checks: calendars and policies are rows, checked with ``check --database default``
+
+
+def run_database_check() -> str:
+    out, err = StringIO(), StringIO()
+    try:
+        call_command("check", databases=["default"], stdout=out, stderr=err, no_color=True)
+    except SystemCheckError as exc:
+        return str(exc)
+    return out.getvalue() + err.getvalue()
+
+
+@pytest.fixture
+def configured(db: Any) -> Any:
+    yield install_defaults()
+    calendars._cache.clear()
+
+
+def test_database_checks_pass_with_company_defaults(configured: Any) -> None:
+    output = run_database_check()
+    assert our_ids(output) == set()
+    assert "no issues" in output
+
+
+def test_database_checks_only_run_when_asked(configured: Any) -> None:
+    Calendar.objects.update(is_default=False)
+    assert "no issues" in run_check()
+    assert our_ids(run_database_check()) == {"followup_visibility.E013"}
+
+
+def test_e013_no_default_calendar(configured: Any) -> None:
+    Calendar.objects.update(is_default=False)
+    output = run_database_check()
+    assert_reported(output, "followup_visibility.E013", "default business calendar")
+    assert our_ids(output) == {"followup_visibility.E013"}
+    assert [m.id for m in run_checks(databases=["default"]) if m.id.startswith("followup")] == [
+        "followup_visibility.E013"
+    ]
+
+
+def test_e014_no_default_policy(configured: Any) -> None:
+    Deadline.objects.all().delete()
+    SlaPolicyVersion.objects.all().delete()
+    SlaPolicy.objects.all().delete()
+    output = run_database_check()
+    assert_reported(output, "followup_visibility.E014", "no company default SLA policy")
+    assert our_ids(output) == {"followup_visibility.E014"}
+
+
+def test_e014_default_policy_lacks_durations(configured: Any) -> None:
+    # Written around publish_version (which refuses it), as a fixture or SQL could.
+    SlaPolicyVersion.objects.create(
+        policy=configured.policy,
+        number=2,
+        effective_from=configured.version.effective_from,
+        **{**DURATIONS, "stale": None, "reply": None},
+    )
+    output = run_database_check()
+    assert_reported(output, "followup_visibility.E014", "lacks durations", "reply", "stale")
+    assert "first_response" not in messages(output, "followup_visibility.E014")[0][0]
+    assert our_ids(output) == {"followup_visibility.E014"}
+
+
+@pytest.mark.parametrize("problem", ["time zone", "overlap", "no windows", "end before start"])
+def test_e015_unusable_calendar(configured: Any, problem: str) -> None:
+    calendar = make_calendar("Night shift", "UTC", windows=())
+    if problem == "time zone":
+        make_calendar("Mars base", "Mars/Olympus_Mons")
+        calendar.delete()
+    elif problem == "overlap":
+        WorkingWindow.objects.bulk_create(
+            [
+                WorkingWindow(calendar=calendar, weekday=0, start=time(9), end=time(13)),
+                WorkingWindow(calendar=calendar, weekday=0, start=time(12), end=time(17)),
+            ]
+        )
+    elif problem == "end before start":
+        WorkingWindow.objects.bulk_create(
+            [WorkingWindow(calendar=calendar, weekday=0, start=time(17), end=time(9))]
+        )
+    output = run_database_check()
+    name = "Mars base" if problem == "time zone" else "Night shift"
+    assert_reported(output, "followup_visibility.E015", repr(name), "unusable")
+    assert len(messages(output, "followup_visibility.E015")) == 1
+    assert our_ids(output) == {"followup_visibility.E015"}

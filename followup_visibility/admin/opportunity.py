@@ -1,3 +1,5 @@
+"""Tracked opportunities with their timeline, and the evidence rows (touches, handoffs)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -10,9 +12,12 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from simple_history.admin import SimpleHistoryAdmin
 
+from followup_visibility import assignment
+from followup_visibility.admin.forms import format_duration
 from followup_visibility.merge import merge_opportunities
 from followup_visibility.models import (
     ContactIdentity,
+    Deadline,
     DuplicateMatch,
     Handoff,
     Touch,
@@ -75,12 +80,43 @@ class HandoffInline(admin.TabularInline):
         return False
 
 
+class DeadlineInline(admin.TabularInline):
+    model = Deadline
+    extra = 0
+    can_delete = False
+    fields = (
+        "signal",
+        "due_at",
+        "event_at",
+        "clock_start",
+        "business_sla",
+        "policy_version",
+        "calendar",
+        "computed_at",
+    )
+    readonly_fields = fields
+    ordering = ("due_at",)
+
+    @admin.display(description=_("SLA (business time)"))
+    def business_sla(self, obj: Deadline) -> str:
+        return format_duration(obj.sla)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return super().get_queryset(request).select_related("policy_version__policy", "calendar")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(TrackedOpportunity)
 class TrackedOpportunityAdmin(SimpleHistoryAdmin):
     list_display = (
         "__str__",
         "content_type",
         "owner",
+        "team",
+        "segment",
+        "segment_source",
         "stage",
         "status",
         "arrived_at",
@@ -89,14 +125,16 @@ class TrackedOpportunityAdmin(SimpleHistoryAdmin):
         "awaiting_reply_since",
         "next_action_due_at",
     )
-    list_filter = ("status", "content_type", "stage")
-    list_select_related = ("content_type", "owner")
+    list_filter = ("status", "content_type", "team", "segment", "segment_source", "stage")
+    list_select_related = ("content_type", "owner", "team", "segment")
     search_fields = ("title", "object_pk", "identities__key", "identities__raw")
     date_hierarchy = "arrived_at"
     raw_id_fields = ("owner", "predecessor", "chain_root", "merged_into")
     readonly_fields = (
         "content_type",
         "object_pk",
+        "team",
+        "segment_source",
         "snapshot_digest",
         "synced_at",
         "created_at",
@@ -104,8 +142,27 @@ class TrackedOpportunityAdmin(SimpleHistoryAdmin):
         "merged_at",
         *_DERIVED,
     )
-    inlines = (HandoffInline, IdentityInline, TouchInline)
+    inlines = (DeadlineInline, HandoffInline, IdentityInline, TouchInline)
     actions = ("merge_into_oldest",)
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "segment":
+            kwargs["help_text"] = _(
+                "Choosing a segment pins it: rules and the host no longer change it. "
+                "Empty: back to the rules."
+            )
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        pin = change and "segment" in form.changed_data
+        segment = obj.segment
+        if pin:
+            # Not written with the rest: set_segment pins it (so rules and the host stop
+            # deciding) and recomputes the deadlines its SLAs move.
+            obj.segment_id = form.initial.get("segment")
+        super().save_model(request, obj, form, change)
+        if pin:
+            assignment.set_segment(obj, segment, timezone.now())
 
     @admin.action(description=_("Merge selected into the oldest open one"), permissions=("change",))
     def merge_into_oldest(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
