@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db.models import OuterRef, Subquery
 
-from followup_visibility import calendars
+from followup_visibility import alerts, calendars
 from followup_visibility.business_time import BusinessCalendar, add_business_time, next_opening
 from followup_visibility.choices import Signal, Status
 from followup_visibility.models import Deadline, Handoff, TrackedOpportunity
@@ -163,10 +163,15 @@ class RecomputeResult:
     written: int = 0
     deleted: int = 0
     unchanged: int = 0
+    resolved: int = 0
 
 
 def recompute(
-    opportunity_ids: Iterable[Any], now: datetime, *, ctx: Context | None = None
+    opportunity_ids: Iterable[Any],
+    now: datetime,
+    *,
+    ctx: Context | None = None,
+    cause: alerts.Cause | None = None,
 ) -> RecomputeResult:
     """Bring the stored deadlines of these opportunities in line with their current state.
 
@@ -208,4 +213,8 @@ def recompute(
         )
     result.written = len(write)
     result.unchanged = len(desired) - len(write)
+    # Alerts whose condition this change cleared resolve now, naming what cleared them.
+    result.resolved = alerts.resolve_cleared(
+        ids, {key: (row.event_at, row.due_at) for key, row in desired.items()}, now, cause
+    )
     return result

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils.translation import gettext as _
 from simple_history.utils import update_change_reason
 
-from followup_visibility import deadlines, identity, timeline
+from followup_visibility import alerts, deadlines, identity, timeline
 from followup_visibility.choices import Status
 from followup_visibility.models import Touch, TrackedOpportunity
 from followup_visibility.signals import opportunities_merged, send_on_commit
@@ -70,7 +70,9 @@ def merge_opportunities(
         update_change_reason(duplicate, reason or _("merged into %s") % survivor.pk)
         timeline.save_refreshed(survivor)
         identity.clear_duplicates([duplicate.pk], now)
-        deadlines.recompute([duplicate.pk, survivor.pk], now)
+        deadlines.recompute(
+            [duplicate.pk, survivor.pk], now, cause=alerts.Cause(_("merged duplicates"))
+        )
         send_on_commit(
             opportunities_merged, TrackedOpportunity, survivor=survivor, merged=duplicate
         )

@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils.translation import gettext as _
 
-from followup_visibility import deadlines
+from followup_visibility import alerts, deadlines
 from followup_visibility.models import TrackedOpportunity
 
 
@@ -34,7 +34,7 @@ def schedule_next_action(
                 "updated_at",
             ]
         )
-        deadlines.recompute([opportunity.pk], now)
+        deadlines.recompute([opportunity.pk], now, cause=alerts.Cause(_("next action scheduled")))
     return opportunity
 
 
@@ -44,5 +44,5 @@ def complete_next_action(opportunity: TrackedOpportunity, *, now: datetime) -> T
     opportunity.next_action_done_at = now
     with transaction.atomic():
         opportunity.save(update_fields=["next_action_done_at", "updated_at"])
-        deadlines.recompute([opportunity.pk], now)
+        deadlines.recompute([opportunity.pk], now, cause=alerts.Cause(_("next action done")))
     return opportunity

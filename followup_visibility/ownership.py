@@ -11,7 +11,7 @@ from django.db import models, transaction
 from django.utils.translation import gettext as _
 from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
-from followup_visibility import deadlines
+from followup_visibility import alerts, deadlines
 from followup_visibility.choices import AcceptedVia
 from followup_visibility.models import Handoff, Touch, TrackedOpportunity
 from followup_visibility.signals import handoff_accepted, send_on_commit
@@ -94,7 +94,11 @@ def accept_handoff(
         handoff.save(update_fields=["accepted_at", "accepted_via", "accepted_touch"])
         TrackedOpportunity.objects.filter(pk=opportunity.pk).update(owner_confirmed_at=now)
         opportunity.owner_confirmed_at = now
-        deadlines.recompute([opportunity.pk], now)
+        deadlines.recompute(
+            [opportunity.pk],
+            now,
+            cause=alerts.Cause(_("handoff accepted"), touch),
+        )
         send_on_commit(handoff_accepted, Handoff, handoff=handoff)
     return handoff
 

@@ -16,9 +16,10 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import models, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce
+from django.utils.translation import gettext as _
 from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
-from followup_visibility import assignment, deadlines, identity, ownership, timeline
+from followup_visibility import alerts, assignment, deadlines, identity, ownership, timeline
 from followup_visibility.adapters import OpportunityAdapter, Snapshot
 from followup_visibility.choices import Status
 from followup_visibility.conf import app_settings
@@ -124,7 +125,9 @@ def sync_objects(
             timeline.save_refreshed(opp)
         ownership.record_owner_changes(owner_changes, now, confirmed=confirm_owners)
         _refresh_identities(identity_refresh, now)
-        deadlines.recompute([opp.pk for opp in new + changed], now)
+        deadlines.recompute(
+            [opp.pk for opp in new + changed], now, cause=alerts.Cause(_("changed in the CRM"))
+        )
         result.created = [opp.pk for opp in new]
         result.updated = [opp.pk for opp in changed]
         if new or changed:
@@ -246,7 +249,7 @@ def mark_deleted(model: type[models.Model], pks: Sequence[Any], now: datetime) -
         status=Status.DELETED,
         closed_at=Coalesce(F("closed_at"), Value(now), output_field=models.DateTimeField()),
     )
-    deadlines.recompute(ids, now)
+    deadlines.recompute(ids, now, cause=alerts.Cause(_("deleted in the CRM")))
     return closed
 
 

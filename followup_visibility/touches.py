@@ -12,7 +12,7 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import F
 from django.utils.translation import gettext as _
 
-from followup_visibility import assignment, deadlines, identity, timeline
+from followup_visibility import alerts, assignment, deadlines, identity, timeline
 from followup_visibility.choices import (
     AcceptedVia,
     Channel,
@@ -110,7 +110,11 @@ def record_touch(
         _accept_by_touch(opportunity, touch, now)
         # The arrival touch may decide the segment; then every clock of the chain moves.
         assignment.assign_and_save(chain)
-        deadlines.recompute([member.pk for member in chain], now)
+        deadlines.recompute(
+            [member.pk for member in chain],
+            now,
+            cause=alerts.Cause(_("touch: %(t)s") % {"t": touch.get_channel_display()}, touch),
+        )
         send_on_commit(touch_recorded, Touch, touch=touch, opportunity=opportunity)
     return RecordedTouch(touch, created=True)
 

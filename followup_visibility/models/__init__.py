@@ -1,3 +1,4 @@
+from followup_visibility.models.alert import Alert, SweepRun
 from followup_visibility.models.calendar import Calendar, ClosedDate, SpecialHours, WorkingWindow
 from followup_visibility.models.deadline import Deadline
 from followup_visibility.models.identity import ContactIdentity, DuplicateMatch
@@ -8,6 +9,8 @@ from followup_visibility.models.policy import SlaPolicy, SlaPolicyVersion
 from followup_visibility.models.touch import Touch
 
 __all__ = [
+    "Alert",
+    "SweepRun",
     "Calendar",
     "ClosedDate",
     "ContactIdentity",

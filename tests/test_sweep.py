@@ -1,0 +1,233 @@
+"""The sweep turns due deadlines into alerts once; changes resolve them; episodes are kept."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import connection
+
+from example_project.crm.models import Lead
+from followup_visibility import alerts, policies, sweep
+from followup_visibility.choices import AlertStatus, Resolution, Signal
+from followup_visibility.models import (
+    Alert,
+    Calendar,
+    SlaPolicy,
+    SweepRun,
+    WorkingWindow,
+)
+from followup_visibility.sync import sync_objects
+from followup_visibility.touches import record_touch
+from tests.conftest import postgres_only, tracked
+
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday
+HOUR = timedelta(hours=1)
+DURATIONS = {
+    "first_response": 4 * HOUR,
+    "never_contacted": 8 * HOUR,
+    "reply": 2 * HOUR,
+    "call_retry": 2 * HOUR,
+    "next_action_grace": timedelta(0),
+    "no_next_action": 100 * HOUR,
+    "stale": 100 * HOUR,
+    "owner_assignment": 100 * HOUR,
+    "handoff_acceptance": 100 * HOUR,
+}
+
+
+@pytest.fixture
+def around_the_clock(db: Any) -> None:
+    """A 24/7 UTC default calendar, so business time is elapsed time here."""
+    Calendar.objects.filter(is_default=True).update(is_default=False)
+    calendar = Calendar.objects.create(name="24/7", time_zone="UTC", is_default=True)
+    WorkingWindow.objects.bulk_create(
+        WorkingWindow(calendar=calendar, weekday=d, start=time(0), end=time(0)) for d in range(7)
+    )
+    default = SlaPolicy.objects.filter(is_default=True).first()
+    if default is None:
+        policies.create_policy("Default", DURATIONS, now=T0 - 100 * HOUR)
+    else:
+        policies.publish_version(default, DURATIONS, now=T0 - 100 * HOUR, apply_to_open=True)
+
+
+@pytest.fixture
+def lead(around_the_clock: None, make_user: Callable[..., Any]) -> Lead:
+    owner = make_user()
+    obj = Lead.objects.bulk_create([Lead(name="Ann", owner=owner, created_at=T0)])[0]
+    sync_objects([obj], T0, confirm_owners=True)
+    return obj
+
+
+def active(lead: Lead, signal: str) -> Alert | None:
+    return Alert.objects.filter(
+        opportunity=tracked(lead), signal=signal, status__in=["open", "acknowledged", "snoozed"]
+    ).first()
+
+
+def test_an_alert_is_raised_at_its_deadline_and_not_a_second_before(lead: Lead) -> None:
+    due = T0 + 4 * HOUR
+    sweep.sweep(due - timedelta(seconds=1))
+    assert active(lead, Signal.NO_FIRST_RESPONSE) is None
+
+    run = sweep.sweep(due)
+    alert = active(lead, Signal.NO_FIRST_RESPONSE)
+    assert alert is not None and alert.status == AlertStatus.OPEN
+    assert (alert.due_at, alert.episode_at, alert.raised_at) == (due, T0, due)
+    assert alert.sla == 4 * HOUR
+    assert run.raised == 1 and run.lag == timedelta(0)
+    # The raise is in the alert's history, though the sweep inserts in bulk.
+    assert alert.history.filter(history_type="+").count() == 1
+
+
+def test_repeated_and_overlapping_passes_raise_nothing_twice(lead: Lead) -> None:
+    now = T0 + 9 * HOUR  # first response and first contact both overdue
+    first = sweep.sweep(now)
+    again = sweep.sweep(now + timedelta(minutes=1))
+    full = sweep.sweep(now + timedelta(minutes=2), full=True)
+    assert first.raised == 2
+    assert again.raised == full.raised == 0
+    assert full.examined >= 2
+    assert Alert.objects.count() == 2
+
+
+def test_a_steady_pass_sees_deadlines_written_after_the_last_pass(lead: Lead) -> None:
+    sweep.sweep(T0 + HOUR)
+    # A call from an hour ago is logged late: its retry deadline fell due before this pass.
+    record_touch(
+        lead,
+        channel="phone",
+        direction="outbound",
+        outcome="no_answer",
+        occurred_at=T0 + 2 * HOUR,
+        now=T0 + 6 * HOUR,
+    )
+    run = sweep.sweep(T0 + 6 * HOUR)
+    assert run.full is False
+    assert active(lead, Signal.CALL_RETRY_DUE) is not None
+    assert run.lag == 2 * HOUR  # due at 4h, raised at 6h
+
+
+def test_a_meaningful_touch_resolves_the_alert_and_names_itself(lead: Lead) -> None:
+    sweep.sweep(T0 + 5 * HOUR)
+    alert = active(lead, Signal.NO_FIRST_RESPONSE)
+    assert alert is not None
+    # An auto-acknowledgement is no response: the alert stays.
+    record_touch(
+        lead,
+        channel="email",
+        direction="outbound",
+        outcome="sent",
+        occurred_at=T0 + 5 * HOUR,
+        now=T0 + 5 * HOUR,
+        metadata={"headers": {"Auto-Submitted": "auto-replied"}},
+    )
+    assert active(lead, Signal.NO_FIRST_RESPONSE) == alert
+    call = record_touch(
+        lead,
+        channel="phone",
+        direction="outbound",
+        outcome="connected",
+        occurred_at=T0 + 6 * HOUR,
+        now=T0 + 6 * HOUR,
+    ).touch
+    alert.refresh_from_db()
+    assert alert.status == AlertStatus.RESOLVED and alert.resolution == Resolution.AUTO
+    assert alert.resolved_touch == call and alert.resolved_at == T0 + 6 * HOUR
+    assert "Phone" in alert.resolution_note
+
+
+def test_dismissing_closes_the_episode_only(lead: Lead, make_user: Callable[..., Any]) -> None:
+    manager = make_user()
+    inbound = {"channel": "email", "direction": "inbound", "outcome": "received"}
+    record_touch(lead, occurred_at=T0 + HOUR, now=T0 + HOUR, **inbound)
+    sweep.sweep(T0 + 4 * HOUR)
+    alert = active(lead, Signal.CUSTOMER_WAITING)
+    assert alert is not None
+
+    with pytest.raises(ValidationError) as err:
+        alerts.dismiss(alert, reason=" ", by=manager, now=T0 + 4 * HOUR)
+    assert "reason" in err.value.message_dict
+    alerts.dismiss(alert, reason="Customer said no rush", by=manager, now=T0 + 4 * HOUR)
+    sweep.sweep(T0 + 5 * HOUR, full=True)
+    assert active(lead, Signal.CUSTOMER_WAITING) is None
+
+    # We answer, the customer writes again: a new episode alerts again.
+    record_touch(
+        lead,
+        channel="email",
+        direction="outbound",
+        outcome="sent",
+        occurred_at=T0 + 6 * HOUR,
+        now=T0 + 6 * HOUR,
+    )
+    record_touch(lead, occurred_at=T0 + 7 * HOUR, now=T0 + 7 * HOUR, **inbound)
+    sweep.sweep(T0 + 10 * HOUR)
+    again = active(lead, Signal.CUSTOMER_WAITING)
+    assert again is not None and again.pk != alert.pk
+    assert again.episode_at == T0 + 7 * HOUR
+
+
+def test_lifecycle_refuses_what_makes_no_sense(lead: Lead, make_user: Callable[..., Any]) -> None:
+    user = make_user()
+    sweep.sweep(T0 + 5 * HOUR)
+    alert = active(lead, Signal.NO_FIRST_RESPONSE)
+    assert alert is not None
+    alerts.acknowledge(alert, by=user, now=T0 + 5 * HOUR)
+    with pytest.raises(ValidationError):
+        alerts.acknowledge(alert, by=user, now=T0 + 5 * HOUR)
+    with pytest.raises(ValidationError) as err:
+        alerts.resolve(alert, evidence="", by=user, now=T0 + 5 * HOUR)
+    assert "evidence" in err.value.message_dict
+    resolved = alerts.resolve(alert, evidence="Called from my mobile", by=user, now=T0 + 6 * HOUR)
+    assert resolved.resolution == Resolution.MANUAL
+    with pytest.raises(ValidationError):
+        alerts.dismiss(resolved, reason="late", by=user, now=T0 + 6 * HOUR)
+    alert.refresh_from_db()
+    assert alert.status == AlertStatus.RESOLVED
+    assert alert.history.first().history_user == user  # newest first
+
+
+def test_closing_the_opportunity_resolves_its_alerts(lead: Lead) -> None:
+    sweep.sweep(T0 + 9 * HOUR)
+    assert Alert.objects.filter(status="open").count() == 2
+    Lead.objects.filter(pk=lead.pk).update(status=Lead.Status.DISQUALIFIED)
+    lead.refresh_from_db()
+    sync_objects([lead], T0 + 10 * HOUR)
+    assert not Alert.objects.filter(status="open").exists()
+    assert set(Alert.objects.values_list("resolution_note", flat=True)) == {"changed in the CRM"}
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_sweeps_raise_each_alert_once(
+    around_the_clock: None, make_user: Callable[..., Any]
+) -> None:
+    owner = make_user()
+    leads = Lead.objects.bulk_create(
+        [Lead(name=f"L{i}", owner=owner, created_at=T0) for i in range(40)]
+    )
+    sync_objects(leads, T0, confirm_owners=True)
+    now = T0 + 9 * HOUR
+    errors: list[BaseException] = []
+
+    def run(full: bool) -> None:
+        try:
+            sweep.sweep(now, full=full)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i % 2 == 0,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert Alert.objects.count() == 80  # first response + first contact, 40 leads
+    assert sum(SweepRun.objects.values_list("raised", flat=True)) == 80
