@@ -66,6 +66,17 @@ def _locked(alert: Alert) -> Alert:
     return Alert.objects.select_for_update().get(pk=alert.pk)
 
 
+def _locked_active(alert: Alert) -> Alert:
+    """The alert, locked; ``ValidationError`` if its episode is over (nothing changes)."""
+    alert = _locked(alert)
+    if not alert.is_active:
+        raise ValidationError(
+            _("This alert is already %(s)s.") % {"s": alert.get_status_display().lower()},
+            code="not_active",
+        )
+    return alert
+
+
 def _save(alert: Alert, by: Any, now: datetime, reason: str, fields: list[str]) -> None:
     alert.changed_by = by
     alert._history_user = by  # type: ignore[attr-defined]
@@ -96,12 +107,7 @@ def dismiss(alert: Alert, *, reason: str, by: Any, now: datetime) -> Alert:
     if not reason or not reason.strip():
         raise ValidationError({"reason": _("Say why the alert is dismissed.")})
     with transaction.atomic():
-        alert = _locked(alert)
-        if not alert.is_active:
-            raise ValidationError(
-                _("This alert is already %(s)s.") % {"s": alert.get_status_display().lower()},
-                code="not_active",
-            )
+        alert = _locked_active(alert)
         alert.status = AlertStatus.DISMISSED
         alert.dismissed_at = now
         alert.dismissed_reason = reason.strip()[:255]
@@ -116,12 +122,7 @@ def resolve(alert: Alert, *, evidence: str, by: Any, now: datetime) -> Alert:
     if not evidence or not evidence.strip():
         raise ValidationError({"evidence": _("Give the evidence that the problem is solved.")})
     with transaction.atomic():
-        alert = _locked(alert)
-        if not alert.is_active:
-            raise ValidationError(
-                _("This alert is already %(s)s.") % {"s": alert.get_status_display().lower()},
-                code="not_active",
-            )
+        alert = _locked_active(alert)
         alert.status = AlertStatus.RESOLVED
         alert.resolved_at = now
         alert.resolution = Resolution.MANUAL

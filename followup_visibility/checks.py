@@ -74,22 +74,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 "e.g. timedelta(minutes=5)",
             )
         )
-    size = app_settings.SYNC_CHUNK_SIZE
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        errors.append(
-            _error(
-                9, f"{PREFIX}SYNC_CHUNK_SIZE must be a positive integer, not {size!r}.", "e.g. 500"
+    for n, name, example in ((9, "SYNC_CHUNK_SIZE", 500), (12, "RECOMPUTE_CHUNK_SIZE", 2000)):
+        size = getattr(app_settings, name)
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            errors.append(
+                _error(
+                    n,
+                    f"{PREFIX}{name} must be a positive integer, not {size!r}.",
+                    f"e.g. {example}",
+                )
             )
-        )
-    size = app_settings.RECOMPUTE_CHUNK_SIZE
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        errors.append(
-            _error(
-                12,
-                f"{PREFIX}RECOMPUTE_CHUNK_SIZE must be a positive integer, not {size!r}.",
-                "e.g. 2000",
-            )
-        )
     # Typed as what a host may write, not what it should.
     rules: Sequence[object] = app_settings.TOUCH_RULES
     if isinstance(rules, str):
