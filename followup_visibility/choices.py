@@ -108,15 +108,55 @@ class AlertStatus(models.TextChoices):
     OPEN = "open", _("Open")
     ACKNOWLEDGED = "acknowledged", _("Acknowledged")
     SNOOZED = "snoozed", _("Snoozed")
+    #: Held by a suppression rule: out of the register, back to open when the rule ends.
+    SUPPRESSED = "suppressed", _("Suppressed")
     DISMISSED = "dismissed", _("Dismissed")
     RESOLVED = "resolved", _("Resolved")
 
 
 #: Statuses of an alert whose episode is still running; at most one per (opportunity, signal).
-ACTIVE_ALERT_STATUSES = (AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED, AlertStatus.SNOOZED)
+ACTIVE_ALERT_STATUSES = (
+    AlertStatus.OPEN,
+    AlertStatus.ACKNOWLEDGED,
+    AlertStatus.SNOOZED,
+    AlertStatus.SUPPRESSED,
+)
 
 
 class Resolution(models.TextChoices):
     NONE = "", _("Not resolved")
     AUTO = "auto", _("Condition cleared")
     MANUAL = "manual", _("Resolved by hand")
+
+
+class SnoozeCondition(models.TextChoices):
+    """What ends a snooze early; the snooze's time limit ends it in any case."""
+
+    TIME = "", _("Until the time")
+    CUSTOMER_REPLIES = "customer_replies", _("Until the customer replies")
+    STAGE_CHANGES = "stage_changes", _("Until the stage changes")
+
+
+class Severity(models.IntegerChoices):
+    """Derived when read from how far past due an alert is (see severity.py); never stored."""
+
+    LOW = 1, _("Low")
+    MEDIUM = 2, _("Medium")
+    HIGH = 3, _("High")
+    CRITICAL = 4, _("Critical")
+
+
+class EscalationOutcome(models.TextChoices):
+    NOTIFIED = "notified", _("Sent to the manager")
+    NO_MANAGER = "no_manager", _("No manager to send to")
+    CLEARED = "cleared", _("Breach no longer held")
+
+
+class NotificationKind(models.TextChoices):
+    ALERT = "alert", _("Alert")
+    ESCALATION = "escalation", _("Escalation")
+
+
+class NotificationChannel(models.TextChoices):
+    INBOX = "inbox", _("In-app inbox")
+    EMAIL = "email", _("Email")

@@ -71,5 +71,42 @@ class Settings:
         value: int = self._get("RECOMPUTE_CHUNK_SIZE", 2000)
         return value
 
+    @property
+    def SWEEP_CHUNK_SIZE(self) -> int:
+        """Opportunity keys per task in a full sweep pass (a steady pass is one chunk)."""
+        value: int = self._get("SWEEP_CHUNK_SIZE", 50000)
+        return value
+
+    @property
+    def SNOOZE_MAX(self) -> timedelta:
+        """The longest snooze; a snooze until a condition ends at this limit at the latest."""
+        value: timedelta = self._get("SNOOZE_MAX", timedelta(days=30))
+        return value
+
+    @property
+    def SEVERITY_THRESHOLDS(self) -> Sequence[float]:
+        """Lateness, as a multiple of the SLA's length, from which an alert is medium, high and
+        critical (before the segment's intent weight multiplies it)."""
+        value: Sequence[float] = self._get("SEVERITY_THRESHOLDS", (0.25, 1.0, 3.0))
+        return value
+
+    @property
+    def NOTIFY_MIN_SEVERITY(self) -> str:
+        """The lowest severity of an alert that notifies its owner: ``"high"`` or ``"critical"``."""
+        value: str = self._get("NOTIFY_MIN_SEVERITY", "high")
+        return value
+
+    @property
+    def NOTIFY_REPEAT(self) -> timedelta:
+        """How long before an unchanged alert may be sent again to the same person."""
+        value: timedelta = self._get("NOTIFY_REPEAT", timedelta(hours=24))
+        return value
+
+    @property
+    def NOTIFY_EMAIL(self) -> bool:
+        """Whether notifications are also emailed (the in-app inbox always gets them)."""
+        value: bool = self._get("NOTIFY_EMAIL", True)
+        return value
+
 
 app_settings = Settings()

@@ -69,15 +69,17 @@ def raise_due(window: Window, now: datetime) -> tuple[int, int]:
         cursor.execute(
             f"""
             INSERT INTO {alert} (
-                opportunity_id, signal, episode_at, due_at, sla, raised_at, status,
-                dismissed_reason, resolution, resolution_note
+                opportunity_id, signal, episode_at, due_at, clock_start, sla, raised_at, status,
+                dismissed_reason, resolution, resolution_note, snooze_condition, snooze_reason,
+                snooze_stage, escalation_level, escalation_planned
             )
-            SELECT d.opportunity_id, d.signal, d.event_at, d.due_at, d.sla, %s, %s, '', '', ''
+            SELECT d.opportunity_id, d.signal, d.event_at, d.due_at, d.clock_start, d.sla, %s, %s,
+                   '', '', '', '', '', '', 0, %s
             FROM {deadline} d
             WHERE {where}
             ON CONFLICT DO NOTHING
             """,
-            [_db(now), AlertStatus.OPEN, *params],
+            [_db(now), AlertStatus.OPEN, False, *params],
         )
         raised = max(cursor.rowcount, 0)
         if raised:

@@ -20,6 +20,12 @@ CASES: dict[str, tuple[Any, Any]] = {
     "SYNC_CHUNK_SIZE": (500, 25),
     "ACCEPT_HANDOFF_ON_TOUCH": (True, False),
     "RECOMPUTE_CHUNK_SIZE": (2000, 100),
+    "SWEEP_CHUNK_SIZE": (50000, 1000),
+    "SNOOZE_MAX": (timedelta(days=30), timedelta(days=7)),
+    "SEVERITY_THRESHOLDS": ((0.25, 1.0, 3.0), (0.5, 2.0, 4.0)),
+    "NOTIFY_MIN_SEVERITY": ("high", "critical"),
+    "NOTIFY_REPEAT": (timedelta(hours=24), timedelta(hours=4)),
+    "NOTIFY_EMAIL": (True, False),
 }
 
 

@@ -1,7 +1,9 @@
-from followup_visibility.models.alert import Alert, SweepRun
+from followup_visibility.models.alert import Alert, InhibitionRule, Suppression, SweepRun
 from followup_visibility.models.calendar import Calendar, ClosedDate, SpecialHours, WorkingWindow
 from followup_visibility.models.deadline import Deadline
+from followup_visibility.models.escalation import Escalation, EscalationLevel, EscalationPolicy
 from followup_visibility.models.identity import ContactIdentity, DuplicateMatch
+from followup_visibility.models.notification import Notification
 from followup_visibility.models.opportunity import TrackedOpportunity
 from followup_visibility.models.org import Segment, SegmentRule, Team
 from followup_visibility.models.ownership import Handoff
@@ -16,12 +18,18 @@ __all__ = [
     "ContactIdentity",
     "Deadline",
     "DuplicateMatch",
+    "Escalation",
+    "EscalationLevel",
+    "EscalationPolicy",
+    "InhibitionRule",
+    "Notification",
     "Handoff",
     "Segment",
     "SegmentRule",
     "SlaPolicy",
     "SlaPolicyVersion",
     "SpecialHours",
+    "Suppression",
     "Team",
     "Touch",
     "TrackedOpportunity",

@@ -9,8 +9,10 @@ from simple_history.models import HistoricalRecords
 from followup_visibility.choices import (
     ACTIVE_ALERT_STATUSES,
     AlertStatus,
+    IdentityKind,
     Resolution,
     Signal,
+    SnoozeCondition,
 )
 
 
@@ -27,6 +29,9 @@ class Alert(models.Model):
     signal = models.CharField(_("signal"), max_length=30, choices=Signal)
     episode_at = models.DateTimeField(_("episode started"))
     due_at = models.DateTimeField(_("due at"))
+    #: Where the SLA window began; ``due_at - clock_start`` is the SLA's length in wall time,
+    #: which severity compares lateness with.
+    clock_start = models.DateTimeField(_("clock started"), null=True, blank=True)
     sla = models.DurationField(_("SLA (business time)"))
     raised_at = models.DateTimeField(_("raised at"))
     status = models.CharField(
@@ -55,6 +60,31 @@ class Alert(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
 
+    # Snooze: until a time, or until a condition with the time as its limit.
+    snoozed_at = models.DateTimeField(_("snoozed at"), null=True, blank=True)
+    snoozed_until = models.DateTimeField(_("snoozed until"), null=True, blank=True)
+    snooze_condition = models.CharField(
+        _("snoozed until"), max_length=20, choices=SnoozeCondition, blank=True, default=""
+    )
+    snooze_reason = models.CharField(_("snooze reason"), max_length=255, blank=True)
+    #: The stage when snoozed, for "until the stage changes".
+    snooze_stage = models.CharField(max_length=100, blank=True)
+
+    #: The rule holding a suppressed alert.
+    suppression = models.ForeignKey(
+        "followup_visibility.Suppression",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="alerts",
+    )
+
+    # Escalation is stored (it triggers actions); severity is derived when read.
+    escalation_level = models.PositiveSmallIntegerField(_("escalation level"), default=0)
+    #: When the next level fires if nobody acknowledges; null when no level is left.
+    escalate_at = models.DateTimeField(_("next escalation"), null=True, blank=True)
+    escalation_planned = models.BooleanField(default=False, editable=False)
+
     history = HistoricalRecords()
 
     class Meta:
@@ -76,6 +106,16 @@ class Alert(models.Model):
                 condition=Q(status__in=ACTIVE_ALERT_STATUSES),
                 name="fv_alert_active_due",
             ),
+            models.Index(
+                fields=["escalate_at"],
+                condition=Q(status=AlertStatus.OPEN),
+                name="fv_alert_escalate_at",
+            ),
+            models.Index(
+                fields=["snoozed_until"],
+                condition=Q(status=AlertStatus.SNOOZED),
+                name="fv_alert_snoozed_until",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -84,6 +124,104 @@ class Alert(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in ACTIVE_ALERT_STATUSES
+
+
+class Suppression(models.Model):
+    """A rule that keeps alerts from being raised while it is active.
+
+    Every matcher that is set must match (empty ones match everything); at least one must be
+    set. While the rule is active no alert is raised for what it matches, and active alerts it
+    matches are held as suppressed (out of the register) until it ends.
+    """
+
+    opportunity = models.ForeignKey(
+        "followup_visibility.TrackedOpportunity",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="suppressions",
+    )
+    identity_kind = models.CharField(
+        _("contact identity kind"), max_length=10, choices=IdentityKind, blank=True
+    )
+    identity_key = models.CharField(
+        _("contact identity"),
+        max_length=255,
+        blank=True,
+        help_text=_("A phone number or email address; normalized when saved."),
+    )
+    segment = models.ForeignKey(
+        "followup_visibility.Segment",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    team = models.ForeignKey(
+        "followup_visibility.Team", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    signal = models.CharField(_("signal"), max_length=30, choices=Signal, blank=True)
+    older_than = models.DurationField(
+        _("arrived more than"),
+        null=True,
+        blank=True,
+        help_text=_("Matches opportunities that arrived longer ago than this (e.g. 90 days)."),
+    )
+    starts_at = models.DateTimeField(_("starts at"))
+    ends_at = models.DateTimeField(_("ends at"), null=True, blank=True)
+    comment = models.CharField(_("comment"), max_length=255)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(_("created at"))
+
+    history = HistoricalRecords()
+
+    class Meta:
+        verbose_name = _("suppression")
+        verbose_name_plural = _("suppressions")
+        ordering = ["-starts_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ends_at__isnull=True) | Q(ends_at__gt=models.F("starts_at")),
+                name="fv_suppression_ends_after_start",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.comment
+
+
+class InhibitionRule(models.Model):
+    """While ``source`` is due on an opportunity, ``target`` is not raised on the same one."""
+
+    source = models.CharField(_("when this is due"), max_length=30, choices=Signal)
+    target = models.CharField(_("do not raise"), max_length=30, choices=Signal)
+    is_active = models.BooleanField(_("active"), default=True)
+    comment = models.CharField(_("comment"), max_length=255, blank=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        verbose_name = _("inhibition rule")
+        verbose_name_plural = _("inhibition rules")
+        ordering = ["source", "target"]
+        constraints = [
+            models.UniqueConstraint(fields=["source", "target"], name="fv_inhibition_unique"),
+            models.CheckConstraint(
+                condition=~Q(source=models.F("target")), name="fv_inhibition_not_self"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_source_display()} inhibits {self.get_target_display()}"
 
 
 class SweepRun(models.Model):
@@ -97,6 +235,10 @@ class SweepRun(models.Model):
     examined = models.PositiveIntegerField(_("deadlines examined"), default=0)
     raised = models.PositiveIntegerField(_("alerts raised"), default=0)
     resolved = models.PositiveIntegerField(_("alerts resolved"), default=0)
+    woken = models.PositiveIntegerField(_("alerts woken"), default=0)
+    suppressed = models.PositiveIntegerField(_("alerts suppressed"), default=0)
+    chunks = models.PositiveIntegerField(_("chunks"), default=1)
+    chunks_done = models.PositiveIntegerField(_("chunks done"), default=0)
     lag = models.DurationField(_("lag"), null=True, blank=True)
 
     class Meta:

@@ -95,6 +95,15 @@ class TrackedOpportunity(models.Model):
     awaiting_reply_since = models.DateTimeField(_("customer waiting since"), null=True, blank=True)
     last_unanswered_call_at = models.DateTimeField(_("last unanswered call"), null=True, blank=True)
 
+    # Stalled for a known reason (the customer asked to be called after their budget round):
+    # staleness is silenced until the resumption date, and no activity is pretended.
+    stalled_until = models.DateTimeField(_("stalled until"), null=True, blank=True)
+    stalled_reason = models.CharField(_("stalled because"), max_length=255, blank=True)
+    stalled_at = models.DateTimeField(_("stalled at"), null=True, blank=True)
+    stalled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
     # Chains: a deal continues its lead; a merged duplicate points at its survivor.
     predecessor = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="successors"
