@@ -165,7 +165,11 @@ class Suppression(models.Model):
         related_name="+",
     )
     team = models.ForeignKey(
-        "followup_visibility.Team", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+        "followup_visibility.Team",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
     )
     signal = models.CharField(_("signal"), max_length=30, choices=Signal, blank=True)
     older_than = models.DurationField(

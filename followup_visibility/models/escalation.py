@@ -34,7 +34,9 @@ class EscalationPolicy(models.Model):
         ordering = ["-is_default", "name"]
         constraints = [
             models.UniqueConstraint(
-                fields=["is_default"], condition=Q(is_default=True), name="fv_escalation_one_default"
+                fields=["is_default"],
+                condition=Q(is_default=True),
+                name="fv_escalation_one_default",
             ),
             models.CheckConstraint(
                 condition=Q(is_default=False) | Q(team__isnull=True),
@@ -83,7 +85,11 @@ class Escalation(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     team = models.ForeignKey(
-        "followup_visibility.Team", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        "followup_visibility.Team",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
     )
     policy = models.ForeignKey(
         EscalationPolicy, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"

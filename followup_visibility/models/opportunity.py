@@ -128,6 +128,9 @@ class TrackedOpportunity(models.Model):
     class Meta:
         verbose_name = _("tracked opportunity")
         verbose_name_plural = _("tracked opportunities")
+        permissions = [
+            ("view_all_opportunities", _("Can see every opportunity and its alerts")),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["content_type", "object_pk"], name="fv_opportunity_unique_host_object"

@@ -1,0 +1,66 @@
+"""Who sees what: a rep their own opportunities, a manager their teams', ops everything.
+
+One place decides it so that the admin, the API and notifications agree. A user outside an
+object's scope should not learn it exists: callers filter with these querysets and answer 404.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Q, QuerySet
+
+from followup_visibility.models import Alert, Team, TrackedOpportunity
+
+#: Sales operations, analysts and admins: every opportunity and alert.
+SEE_ALL_PERMISSION = "followup_visibility.view_all_opportunities"
+
+
+def sees_everything(user: Any) -> bool:
+    return bool(user.is_active and (user.is_superuser or user.has_perm(SEE_ALL_PERMISSION)))
+
+
+def managed_team_ids(user: Any) -> set[int]:
+    """Teams ``user`` manages, with every team below them in the tree."""
+    rows = list(Team.objects.values_list("pk", "parent_id", "manager_id"))
+    children: dict[int | None, list[int]] = {}
+    for pk, parent, _manager in rows:
+        children.setdefault(parent, []).append(pk)
+    found: set[int] = set()
+    stack = [pk for pk, _parent, manager in rows if manager == user.pk]
+    while stack:
+        pk = stack.pop()
+        if pk not in found:  # a cycle written around the admin must not loop forever
+            found.add(pk)
+            stack.extend(children.get(pk, []))
+    return found
+
+
+def scope_q(user: Any, prefix: str = "") -> Q:
+    """The ``Q`` of opportunities ``user`` may see, written from a model ``prefix`` away."""
+    if sees_everything(user):
+        return Q()
+    if not user.is_active or user.pk is None:
+        return Q(pk__in=[])
+    q = Q(**{f"{prefix}owner": user})
+    teams = managed_team_ids(user)
+    if teams:
+        q |= Q(**{f"{prefix}team__in": teams}) | Q(**{f"{prefix}owner__followup_teams__in": teams})
+    return q
+
+
+def opportunities_for(user: Any) -> QuerySet[TrackedOpportunity]:
+    # The membership join can repeat a row; the pk subquery keeps the queryset flat.
+    q = scope_q(user)
+    if not q:
+        return TrackedOpportunity.objects.all()
+    return TrackedOpportunity.objects.filter(
+        pk__in=TrackedOpportunity.objects.filter(q).values("pk")
+    )
+
+
+def alerts_for(user: Any) -> QuerySet[Alert]:
+    q = scope_q(user)
+    if not q:
+        return Alert.objects.all()
+    return Alert.objects.filter(opportunity__in=TrackedOpportunity.objects.filter(q).values("pk"))
