@@ -74,7 +74,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 "e.g. timedelta(minutes=5)",
             )
         )
-    for n, name, example in ((9, "SYNC_CHUNK_SIZE", 500), (12, "RECOMPUTE_CHUNK_SIZE", 2000)):
+    for n, name, example in (
+        (9, "SYNC_CHUNK_SIZE", 500),
+        (12, "RECOMPUTE_CHUNK_SIZE", 2000),
+        (16, "SWEEP_CHUNK_SIZE", 50000),
+    ):
         size = getattr(app_settings, name)
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             errors.append(
@@ -84,6 +88,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                     f"e.g. {example}",
                 )
             )
+    errors += _check_alert_settings()
     # Typed as what a host may write, not what it should.
     rules: Sequence[object] = app_settings.TOUCH_RULES
     if isinstance(rules, str):
@@ -111,6 +116,63 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             continue
         if not callable(rule):
             errors.append(_error(7, f"Touch rule {path!r} is not callable.", "Name a function."))
+    return errors
+
+
+def _positive_duration(value: object) -> bool:
+    return isinstance(value, timedelta) and value > timedelta(0)
+
+
+def _check_alert_settings() -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    for n, name, example in (
+        (17, "SNOOZE_MAX", "timedelta(days=30)"),
+        (20, "NOTIFY_REPEAT", "timedelta(hours=24)"),
+    ):
+        value = getattr(app_settings, name)
+        if not _positive_duration(value):
+            errors.append(
+                _error(
+                    n,
+                    f"{PREFIX}{name} must be a timedelta > 0, not {value!r}.",
+                    f"e.g. {example}",
+                )
+            )
+    thresholds: object = app_settings.SEVERITY_THRESHOLDS
+    numbers = (
+        list(thresholds)
+        if isinstance(thresholds, list | tuple)
+        and all(isinstance(t, int | float) and not isinstance(t, bool) for t in thresholds)
+        else []
+    )
+    if len(numbers) != 3 or numbers[0] < 0 or not numbers[0] < numbers[1] < numbers[2]:
+        errors.append(
+            _error(
+                18,
+                f"{PREFIX}SEVERITY_THRESHOLDS must be three increasing numbers >= 0 "
+                f"(medium, high, critical), not {thresholds!r}.",
+                "e.g. (0.25, 1.0, 3.0): medium from a quarter of the SLA late, high from one "
+                "SLA late, critical from three.",
+            )
+        )
+    minimum = app_settings.NOTIFY_MIN_SEVERITY
+    if minimum not in ("high", "critical"):
+        errors.append(
+            _error(
+                19,
+                f"{PREFIX}NOTIFY_MIN_SEVERITY must be 'high' or 'critical', not {minimum!r}.",
+                "Owners are notified of alerts from this severity up.",
+            )
+        )
+    email: object = app_settings.NOTIFY_EMAIL
+    if not isinstance(email, bool):
+        errors.append(
+            _error(
+                21,
+                f"{PREFIX}NOTIFY_EMAIL must be True or False, not {email!r}.",
+                "Set it to False to keep notifications in the in-app inbox only.",
+            )
+        )
     return errors
 
 
@@ -256,6 +318,7 @@ def check_configuration_rows(
                     "Publish a new version of the company default that sets every duration.",
                 )
             )
+    errors += _check_escalation_rows()
     for calendar in stored:
         try:
             calendars.load([calendar.pk])
@@ -265,6 +328,38 @@ def check_configuration_rows(
                     15,
                     f"Business calendar {calendar.name!r} is unusable: {exc}",
                     "Fix its time zone or working windows in the admin.",
+                )
+            )
+    return errors
+
+
+def _check_escalation_rows() -> list[checks.CheckMessage]:
+    from followup_visibility.models import EscalationPolicy
+
+    errors: list[checks.CheckMessage] = []
+    policies = list(EscalationPolicy.objects.prefetch_related("levels"))
+    if not any(policy.is_default for policy in policies):
+        errors.append(
+            checks.Warning(
+                "There is no company default escalation policy.",
+                hint="Alerts of teams without their own policy never escalate. Create the "
+                "default in the admin if that is not what you want.",
+                id="followup_visibility.W002",
+            )
+        )
+    for policy in policies:
+        after = [level.after for level in sorted(policy.levels.all(), key=lambda lv: lv.number)]
+        if (
+            not after
+            or after[0] <= timedelta(0)
+            or any(a >= b for a, b in zip(after, after[1:], strict=False))
+        ):
+            errors.append(
+                _error(
+                    22,
+                    f"Escalation policy {policy.name!r} has no levels or levels whose "
+                    "thresholds do not increase.",
+                    "Give it at least one level, each later than the one before, in the admin.",
                 )
             )
     return errors

@@ -18,11 +18,13 @@ from followup_visibility.adapters import OpportunityAdapter
 from followup_visibility.models import (
     Calendar,
     Deadline,
+    EscalationLevel,
+    EscalationPolicy,
     SlaPolicy,
     SlaPolicyVersion,
     WorkingWindow,
 )
-from tests.factories_sla import DURATIONS, install_defaults, make_calendar
+from tests.factories_sla import DURATIONS, install_defaults, make_calendar, make_team
 
 LEAD_ADAPTER = "example_project.crm.adapters.LeadAdapter"
 
@@ -451,3 +453,75 @@ def test_e015_unusable_calendar(configured: Any, problem: str) -> None:
     assert_reported(output, "followup_visibility.E015", repr(name), "unusable")
     assert len(messages(output, "followup_visibility.E015")) == 1
     assert our_ids(output) == {"followup_visibility.E015"}
+
+
+# Alert settings (E016-E021) and escalation rows (E022, W002)
+
+
+@pytest.mark.parametrize("size", [0, -1, True, "50000", None])
+def test_e016_bad_sweep_chunk_size(size: Any) -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_SWEEP_CHUNK_SIZE=size):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E016", "SWEEP_CHUNK_SIZE", repr(size))
+    assert our_ids(output) == {"followup_visibility.E016"}
+
+
+@pytest.mark.parametrize(("name", "n"), [("SNOOZE_MAX", "E017"), ("NOTIFY_REPEAT", "E020")])
+@pytest.mark.parametrize("value", [timedelta(0), timedelta(hours=-1), 3600, None])
+def test_e017_e020_durations_must_be_positive(name: str, n: str, value: Any) -> None:
+    with override_settings(**{f"FOLLOWUP_VISIBILITY_{name}": value}):
+        output = run_failing_check()
+    assert_reported(output, f"followup_visibility.{n}", name, repr(value))
+    assert our_ids(output) == {f"followup_visibility.{n}"}
+
+
+@pytest.mark.parametrize(
+    "value", [(1.0, 0.5, 3.0), (0.25, 1.0), (0.25, 1.0, 1.0), (-1, 1, 2), "0.25,1,3", (0, "1", 2)]
+)
+def test_e018_bad_severity_thresholds(value: Any) -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_SEVERITY_THRESHOLDS=value):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E018", "SEVERITY_THRESHOLDS")
+    assert our_ids(output) == {"followup_visibility.E018"}
+
+
+def test_e018_list_of_numbers_is_allowed() -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_SEVERITY_THRESHOLDS=[0, 2, 5.5]):
+        assert "no issues" in run_check()
+
+
+@pytest.mark.parametrize("value", ["medium", "HIGH", None, 3])
+def test_e019_bad_notify_min_severity(value: Any) -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_NOTIFY_MIN_SEVERITY=value):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E019", "NOTIFY_MIN_SEVERITY", repr(value))
+    assert our_ids(output) == {"followup_visibility.E019"}
+
+
+@pytest.mark.parametrize("value", ["no", 0, None])
+def test_e021_bad_notify_email(value: Any) -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_NOTIFY_EMAIL=value):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E021", "NOTIFY_EMAIL", repr(value))
+    assert our_ids(output) == {"followup_visibility.E021"}
+
+
+@pytest.mark.parametrize(
+    "levels",
+    [[], [timedelta(hours=4), timedelta(hours=2)], [timedelta(0)], [timedelta(hours=2)] * 2],
+)
+def test_e022_escalation_policy_levels(configured: Any, levels: list[timedelta]) -> None:
+    # Written around the admin's validation, as a fixture or SQL could.
+    policy = EscalationPolicy.objects.create(name="Broken", team=make_team("broken"))
+    EscalationLevel.objects.bulk_create(
+        EscalationLevel(policy=policy, number=n, after=after) for n, after in enumerate(levels, 1)
+    )
+    output = run_database_check()
+    assert_reported(output, "followup_visibility.E022", "'Broken'")
+    assert our_ids(output) == {"followup_visibility.E022"}
+
+
+def test_w002_no_default_escalation_policy(configured: Any) -> None:
+    EscalationPolicy.objects.filter(is_default=True).delete()
+    messages_ = run_checks(databases=["default"])
+    assert [m.id for m in messages_ if m.id.startswith("followup")] == ["followup_visibility.W002"]
