@@ -1,50 +1,54 @@
 """The sweep: turn deadlines that fell due into alerts, in set-based statements.
 
-One ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` per pass: the database's unique
+A pass has two parts. ``start`` takes a lock, does the per-pass housekeeping (wake snoozed
+alerts, release and apply suppressions, count what was resolved since the last pass), records
+a ``SweepRun`` and splits the work into key ranges; ``run_chunk`` raises the alerts of one
+range in one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``. The database's unique
 constraints (one active alert per opportunity and signal, one alert per episode) absorb
-repeats, so overlapping passes, retried tasks and a beat firing twice are harmless. A steady
-pass looks only at deadlines that fell due, or were rewritten, since the last pass; a full pass
-looks at every deadline and repairs whatever a steady one missed.
+repeats, so overlapping passes, retried chunks and a beat firing twice are harmless.
+
+A steady pass looks only at deadlines that fell due, or were rewritten, since the last pass
+(and at those a suppression or an inhibition stopped holding back since); a full pass looks at
+every due deadline and repairs whatever a steady one missed. Deadlines an active suppression
+matches, or an active inhibition rule silences, are examined but raise nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import (
+    BooleanField,
+    Case,
+    Exists,
+    F,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
 
-from followup_visibility.choices import AlertStatus
-from followup_visibility.models import Alert, Deadline, SweepRun
+from followup_visibility import alerts, suppression
+from followup_visibility.choices import ACTIVE_ALERT_STATUSES, AlertStatus, Resolution
+from followup_visibility.conf import app_settings
+from followup_visibility.models import Alert, Deadline, InhibitionRule, Suppression, SweepRun
 
 logger = logging.getLogger(__name__)
 
 #: How far a steady pass reaches back before the last pass's clock: a recompute that was
 #: computed before that clock but committed after the pass is still seen.
 OVERLAP = timedelta(minutes=5)
+#: The PostgreSQL advisory lock that lets one ``start`` run at a time ("fv-sweep").
+LOCK_KEY = int.from_bytes(b"fv-sweep", "big")
 _HISTORY_REASON = "raised by sweep"
 
-
-@dataclass(frozen=True)
-class Window:
-    """Deadlines a pass considers: due by ``until``; with ``since``, only recent ones."""
-
-    until: datetime
-    since: datetime | None = None
-    first_pk: Any = None
-    last_pk: Any = None
-
-    def where(self) -> tuple[str, list[Any]]:
-        clauses, params = ["d.due_at <= %s"], [_db(self.until)]
-        if self.since is not None:
-            clauses.append("(d.due_at > %s OR d.computed_at > %s)")
-            params += [_db(self.since), _db(self.since)]
-        if self.first_pk is not None:
-            clauses.append("d.opportunity_id BETWEEN %s AND %s")
-            params += [self.first_pk, self.last_pk]
-        return " AND ".join(clauses), params
+Range = tuple[Any, Any]
 
 
 def _db(value: datetime) -> Any:
@@ -57,40 +61,226 @@ def _table(model: Any) -> str:
     return str(connection.ops.quote_name(model._meta.db_table))
 
 
-def raise_due(window: Window, now: datetime) -> tuple[int, int]:
-    """Insert an open alert for every deadline in ``window``; return (examined, raised)."""
-    where, params = window.where()
-    alert, deadline = _table(Alert), _table(Deadline)
+# What a pass holds back ------------------------------------------------------------------
+
+
+def inhibitions() -> dict[str, list[str]]:
+    """Active inhibition rules as ``{target: [sources]}``."""
+    found: dict[str, list[str]] = defaultdict(list)
+    rules = InhibitionRule.objects.filter(is_active=True).order_by("target", "source")
+    for source, target in rules.values_list("source", "target"):
+        found[target].append(source)
+    return dict(found)
+
+
+def inhibited_q(now: datetime, prefix: str = "") -> Q | None:
+    """Deadlines or alerts (at ``prefix``) whose signal a source due on the same opportunity
+    by ``now`` silences; ``None`` when no rule is active."""
+    q = Q()
+    for target, sources in inhibitions().items():
+        source_due = Deadline.objects.filter(
+            opportunity_id=OuterRef(f"{prefix}opportunity_id"),
+            signal__in=sources,
+            due_at__lte=now,
+        )
+        q |= Q(**{f"{prefix}signal": target}) & Q(Exists(source_due))
+    return q or None
+
+
+def held_q(now: datetime) -> Q | None:
+    """Deadlines the sweep does not raise at ``now``: suppressed or inhibited."""
+    parts = [q for q in (suppression.held_q(now), inhibited_q(now)) if q is not None]
+    if not parts:
+        return None
+    q = parts[0]
+    for part in parts[1:]:
+        q |= part
+    return q
+
+
+# The raise -------------------------------------------------------------------------------
+
+
+def due(
+    now: datetime, *, since: datetime | None = None, first: Any = None, last: Any = None
+) -> QuerySet[Deadline]:
+    """The deadlines a pass examines: due by ``now``; with ``since``, only what changed.
+
+    "Changed" is a deadline that fell due or was rewritten after ``since``, one a
+    suppression held back until it ended after ``since``, or a target an inhibition held
+    back until its source's alert was resolved after ``since``.
+    """
+    qs = Deadline.objects.filter(due_at__lte=now)
+    if since is not None:
+        recent = Q(due_at__gt=since) | Q(computed_at__gt=since)
+        ended = list(Suppression.objects.filter(ends_at__gt=since, ends_at__lte=now))
+        if ended:
+            recent |= suppression.matching_q(ended, now)
+        for target, sources in inhibitions().items():
+            cleared = Alert.objects.filter(
+                signal__in=sources, status=AlertStatus.RESOLVED, resolved_at__gt=since
+            ).values("opportunity_id")
+            recent |= Q(signal=target, opportunity_id__in=cleared)
+        qs = qs.filter(recent)
+    if first is not None:
+        qs = qs.filter(opportunity_id__gte=first, opportunity_id__lte=last)
+    return qs
+
+
+_INSERT = """
+    INSERT INTO {alert} (
+        opportunity_id, signal, episode_at, due_at, clock_start, sla, raised_at, status,
+        dismissed_reason, resolution, resolution_note, snooze_condition, snooze_reason,
+        snooze_stage, escalation_level, escalation_planned
+    )
+    SELECT due.opportunity_id, due.signal, due.event_at, due.due_at, due.clock_start, due.sla,
+           %s, %s, '', '', '', '', '', '', 0, %s
+    FROM {source} WHERE NOT due.fv_held
+    ON CONFLICT DO NOTHING
+"""
+
+# An episode resolved automatically (its deadline moved past the clock or went away) whose
+# deadline is due again: a stall that ended, an owner removed again. The per-episode
+# constraint forbids a second row, so the resolved alert reopens, raised anew. Dismissed and
+# hand-resolved episodes stay closed: a person decided about them.
+_REOPEN_SET = """
+    status = %s, resolved_at = NULL, resolution = '', resolution_note = '',
+    resolved_touch_id = NULL, due_at = due.due_at, clock_start = due.clock_start,
+    sla = due.sla, raised_at = %s, escalation_level = 0, escalate_at = NULL,
+    escalation_planned = %s
+"""
+_REOPEN_WHERE = """
+    NOT due.fv_held
+    AND {a}.opportunity_id = due.opportunity_id AND {a}.signal = due.signal
+    AND {a}.episode_at = due.event_at
+    AND {a}.status = %s AND {a}.resolution = %s
+    AND NOT EXISTS (
+        SELECT 1 FROM {alert} other
+        WHERE other.opportunity_id = {a}.opportunity_id AND other.signal = {a}.signal
+          AND other.status IN ({active})
+    )
+"""
+_REOPEN_REASON = "reopened by sweep: due again"
+
+
+def _reopen_params(now: datetime) -> tuple[list[Any], list[Any]]:
+    set_params = [AlertStatus.OPEN, _db(now), False]
+    where_params = [AlertStatus.RESOLVED, Resolution.AUTO, *ACTIVE_ALERT_STATUSES]
+    return set_params, where_params
+
+
+def raise_due(deadlines: QuerySet[Deadline], now: datetime) -> tuple[int, int, datetime | None]:
+    """Insert an open alert for every deadline in ``deadlines`` that nothing holds back.
+
+    Returns (examined, raised, the oldest raised alert's ``due_at``); reopened episodes count
+    as raised. History rows are written set-based too (raw SQL bypasses simple-history).
+    """
+    held = held_q(now)
+    flag: Any = (
+        Value(False, output_field=BooleanField())
+        if held is None
+        else Case(When(held, then=Value(True)), default=Value(False), output_field=BooleanField())
+    )
+    rows = deadlines.annotate(fv_held=flag).values(
+        "opportunity_id", "signal", "event_at", "due_at", "clock_start", "sla", "fv_held"
+    )
+    sql, params = rows.query.sql_with_params()
+    insert_params = [_db(now), AlertStatus.OPEN, False]
+    set_params, where_params = _reopen_params(now)
+    alert = _table(Alert)
+    active = ", ".join(["%s"] * len(ACTIVE_ALERT_STATUSES))
+    history = _table(Alert.history.model)
+    columns = alerts.history_columns()
+    quoted = ", ".join(connection.ops.quote_name(c) for c in columns)
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT COUNT(*) FROM {deadline} d WHERE {where}", params)
+        if connection.vendor == "postgresql":
+            # One statement counts, reopens, raises and writes history: data-modifying CTEs
+            # over one materialized ``due``.
+            def from_(name: str) -> str:
+                return ", ".join(f"{name}.{connection.ops.quote_name(c)}" for c in columns)
+
+            insert = _INSERT.format(alert=alert, source="due")
+            reopen_where = _REOPEN_WHERE.format(a="a", alert=alert, active=active)
+            cursor.execute(
+                f"""
+                WITH due AS MATERIALIZED ({sql}),
+                reopened AS (
+                    UPDATE {alert} a SET {_REOPEN_SET}
+                    FROM due WHERE {reopen_where}
+                    RETURNING a.*
+                ),
+                ins AS ({insert} RETURNING *),
+                hist AS (
+                    INSERT INTO {history} (
+                        {quoted}, history_date, history_change_reason, history_type
+                    )
+                    SELECT {from_("ins")}, %s, %s, '+' FROM ins
+                    UNION ALL
+                    SELECT {from_("reopened")}, %s, %s, '~' FROM reopened
+                )
+                SELECT (SELECT count(*) FROM due),
+                       (SELECT count(*) FROM ins) + (SELECT count(*) FROM reopened),
+                       LEAST((SELECT min(due_at) FROM ins), (SELECT min(due_at) FROM reopened))
+                """,
+                [
+                    *params,
+                    *set_params,
+                    *where_params,
+                    *insert_params,
+                    _db(now),
+                    _HISTORY_REASON,
+                    _db(now),
+                    _REOPEN_REASON,
+                ],
+            )
+            examined, raised, oldest = cursor.fetchone()
+            return int(examined), int(raised), oldest
+        # SQLite: a count, the reopen and the insert as separate statements (an INSERT ...
+        # SELECT cannot return its rows on every SQLite Django supports).
+        cursor.execute(f"SELECT COUNT(*) FROM ({sql}) due", params)
         examined = int(cursor.fetchone()[0])
         if not examined:
-            return 0, 0
+            return 0, 0, None
         cursor.execute(
-            f"""
-            INSERT INTO {alert} (
-                opportunity_id, signal, episode_at, due_at, clock_start, sla, raised_at, status,
-                dismissed_reason, resolution, resolution_note, snooze_condition, snooze_reason,
-                snooze_stage, escalation_level, escalation_planned
+            f"SELECT {alert}.id FROM {alert}, ({sql}) due WHERE "
+            + _REOPEN_WHERE.format(a=alert, alert=alert, active=active),
+            [*params, *where_params],
+        )
+        reopen_ids = [row[0] for row in cursor.fetchall()]
+        if reopen_ids:
+            marks = ", ".join(["%s"] * len(reopen_ids))
+            cursor.execute(
+                f"UPDATE {alert} SET {_REOPEN_SET} FROM ({sql}) due "
+                f"WHERE {alert}.id IN ({marks}) AND {alert}.opportunity_id = due.opportunity_id "
+                f"AND {alert}.signal = due.signal",
+                [*set_params, *params, *reopen_ids],
             )
-            SELECT d.opportunity_id, d.signal, d.event_at, d.due_at, d.clock_start, d.sla, %s, %s,
-                   '', '', '', '', '', '', 0, %s
-            FROM {deadline} d
-            WHERE {where}
-            ON CONFLICT DO NOTHING
-            """,
-            [_db(now), AlertStatus.OPEN, False, *params],
+            cursor.execute(
+                f"""
+                INSERT INTO {history} ({quoted}, history_date, history_change_reason, history_type)
+                SELECT {", ".join(f"a.{connection.ops.quote_name(c)}" for c in columns)},
+                       %s, %s, '~'
+                FROM {alert} a WHERE a.id IN ({marks})
+                """,
+                [_db(now), _REOPEN_REASON, *reopen_ids],
+            )
+        cursor.execute(
+            _INSERT.format(alert=alert, source=f"({sql}) due"), [*insert_params, *params]
         )
         raised = max(cursor.rowcount, 0)
         if raised:
             _record_history(cursor, now)
-    return examined, raised
+        raised += len(reopen_ids)
+        if not raised:
+            return examined, 0, None
+    oldest = Alert.objects.filter(raised_at=now).aggregate(oldest=Min("due_at"))["oldest"]
+    return examined, raised, oldest
 
 
 def _record_history(cursor: Any, now: datetime) -> None:
-    """History rows for the alerts this pass raised (raw inserts bypass simple-history)."""
+    """History rows for the alerts raised at ``now`` that have none yet (SQLite)."""
     history = Alert.history.model
-    columns = [f.column for f in history._meta.concrete_fields if not f.name.startswith("history_")]
+    columns = alerts.history_columns()
     quoted = ", ".join(connection.ops.quote_name(c) for c in columns)
     source = ", ".join(f"a.{connection.ops.quote_name(c)}" for c in columns)
     cursor.execute(
@@ -107,21 +297,179 @@ def _record_history(cursor: Any, now: datetime) -> None:
     )
 
 
-def sweep(now: datetime, *, full: bool = False) -> SweepRun:
-    """One pass up to ``now``; steady unless ``full`` or no pass finished before."""
-    last = SweepRun.objects.filter(finished_at__isnull=False).order_by("-swept_until").first()
-    if not full and last is None:
-        full = True
-    since = None if full or last is None else last.swept_until - OVERLAP
-    run = SweepRun.objects.create(started_at=now, swept_until=now, full=full)
+# Passes ----------------------------------------------------------------------------------
+
+
+def _lock(wait: bool) -> bool:
+    """Take the sweep's advisory lock for this transaction (PostgreSQL only)."""
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cursor:
+        if wait:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+            return True
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [LOCK_KEY])
+        return bool(cursor.fetchone()[0])
+
+
+def ranges(now: datetime, size: int | None = None) -> list[Range]:
+    """Inclusive ``(first, last)`` opportunity keys of the deadlines due by ``now``, each
+    range holding at most ``size`` (``SWEEP_CHUNK_SIZE``) opportunities; one query."""
+    size = size or app_settings.SWEEP_CHUNK_SIZE
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT MIN(opportunity_id), MAX(opportunity_id)
+            FROM (
+                SELECT opportunity_id,
+                       (ROW_NUMBER() OVER (ORDER BY opportunity_id) - 1) / %s AS bucket
+                FROM (
+                    SELECT DISTINCT opportunity_id FROM {_table(Deadline)} WHERE due_at <= %s
+                ) keys
+            ) numbered
+            GROUP BY bucket
+            ORDER BY bucket
+            """,
+            [size, _db(now)],
+        )
+        return [(first, last) for first, last in cursor.fetchall()]
+
+
+def _last_finished(now: datetime, exclude: Any = None) -> datetime | None:
+    runs = SweepRun.objects.filter(finished_at__isnull=False, swept_until__lte=now)
+    if exclude is not None:
+        runs = runs.exclude(pk=exclude)
+    return runs.order_by("-swept_until").values_list("swept_until", flat=True).first()
+
+
+def _start(now: datetime, *, full: bool, wait: bool) -> tuple[SweepRun, list[Range]] | None:
     with transaction.atomic():
-        examined, raised = raise_due(Window(until=now, since=since), now)
-        oldest = (
-            Alert.objects.filter(raised_at=now).order_by("due_at").values_list("due_at", flat=True)
-        ).first()
-    run.examined, run.raised = examined, raised
-    run.lag = now - oldest if oldest is not None else timedelta(0)
-    run.finished_at = now
-    run.save(update_fields=["examined", "raised", "lag", "finished_at"])
-    logger.info("sweep %s: %d examined, %d raised", run.pk, examined, raised)
+        if not _lock(wait):
+            return None
+        if _last_finished(now) is None:
+            full = True
+        previous = (
+            SweepRun.objects.filter(swept_until__lt=now)
+            .order_by("-swept_until")
+            .values_list("swept_until", flat=True)
+            .first()
+        )
+        woken = alerts.wake_snoozed(now)
+        released = suppression.release(now)
+        suppressed = suppression.apply(now)
+        resolved = Alert.objects.filter(status=AlertStatus.RESOLVED, resolved_at__lte=now)
+        if previous is not None:
+            resolved = resolved.filter(resolved_at__gt=previous)
+        work = ranges(now) if full else [(None, None)]
+        run = SweepRun.objects.create(
+            started_at=now,
+            swept_until=now,
+            full=full,
+            chunks=len(work),
+            woken=woken,
+            suppressed=suppressed,
+            resolved=resolved.count(),
+        )
+        if not work:  # a full pass with nothing due: done already
+            run.finished_at, run.lag = now, timedelta(0)
+            run.save(update_fields=["finished_at", "lag"])
+    logger.info(
+        "sweep %s started: %d chunks, %d woken, %d released, %d suppressed, %d resolved",
+        run.pk,
+        run.chunks,
+        woken,
+        released,
+        suppressed,
+        run.resolved,
+    )
+    return run, work
+
+
+def start(now: datetime, *, full: bool = False) -> tuple[SweepRun, list[Range]] | None:
+    """Begin a pass at ``now``: housekeeping, a ``SweepRun`` and the key ranges to raise.
+
+    ``None`` when another ``start`` holds the lock (PostgreSQL); the caller skips this pass.
+    A steady pass is the single range ``(None, None)``; a full pass (also the first one
+    ever) has one range per ``SWEEP_CHUNK_SIZE`` opportunity keys, or none when nothing is
+    due (the run is then finished already). Run each range with ``run_chunk``.
+    """
+    return _start(now, full=full, wait=False)
+
+
+def run_chunk(run_id: int, first: Any, last: Any, now: datetime) -> tuple[int, int]:
+    """Raise the alerts of one key range of a pass, in one transaction; (examined, raised).
+
+    Adds to the run's counters; the chunk that completes the run sets ``finished_at``. A
+    retried chunk raises nothing twice (the constraints absorb it) but adds to the counters
+    again, so after a retry ``examined`` and ``chunks_done`` may exceed the real figures.
+    """
+    with transaction.atomic():
+        run = SweepRun.objects.get(pk=run_id)
+        since = None
+        if not run.full and (last_until := _last_finished(run.swept_until, run.pk)) is not None:
+            since = last_until - OVERLAP
+        examined, raised, oldest = raise_due(due(now, since=since, first=first, last=last), now)
+        SweepRun.objects.filter(pk=run_id).update(
+            examined=F("examined") + examined,
+            raised=F("raised") + raised,
+            chunks_done=F("chunks_done") + 1,
+        )
+        # The update holds the run's row lock until commit: what we read now is exact.
+        run = SweepRun.objects.get(pk=run_id)
+        lag = max(run.lag or timedelta(0), now - oldest if oldest else timedelta(0))
+        done = run.finished_at is None and run.chunks_done >= run.chunks
+        SweepRun.objects.filter(pk=run_id).update(lag=lag, **({"finished_at": now} if done else {}))
+    logger.info(
+        "sweep %s chunk %s-%s: %d examined, %d raised", run_id, first, last, examined, raised
+    )
+    return examined, raised
+
+
+def sweep(now: datetime, *, full: bool = False) -> SweepRun:
+    """One whole pass up to ``now``, in this process; steady unless ``full`` or the first.
+
+    Waits for the lock instead of skipping, so a command always runs its pass.
+    """
+    started = _start(now, full=full, wait=True)
+    if started is None:  # pragma: no cover - waiting for the lock always gets it
+        raise RuntimeError("the sweep lock was not taken")
+    run, work = started
+    for first, last in work:
+        run_chunk(run.pk, first, last, now)
+    run.refresh_from_db()
     return run
+
+
+def consistency(now: datetime) -> dict[str, int]:
+    """Stored against expected state: both mismatch counts are 0 right after a pass.
+
+    ``due_without_alert``: deadlines due by ``now`` with no active alert for their signal and
+    no alert for their episode (dismissed or resolved by hand) that nothing holds back.
+    ``alerts_without_deadline``: active alerts whose deadline is gone, started a new episode or
+    moved past ``now``. Reads every due deadline and active alert: a monitor, not a pass.
+    """
+    due_now = Deadline.objects.filter(due_at__lte=now)
+    alerts_of = Alert.objects.filter(
+        opportunity_id=OuterRef("opportunity_id"), signal=OuterRef("signal")
+    )
+    # An episode closed by a person (dismissed, resolved by hand) stays closed; one resolved
+    # automatically whose deadline is due again should have been reopened.
+    decided = alerts_of.filter(episode_at=OuterRef("event_at")).exclude(
+        status=AlertStatus.RESOLVED, resolution=Resolution.AUTO
+    )
+    unalerted = due_now.exclude(Exists(decided)).exclude(Exists(alerts_of.active()))
+    if (held := held_q(now)) is not None:
+        unalerted = unalerted.exclude(held)
+    current = Deadline.objects.filter(
+        opportunity_id=OuterRef("opportunity_id"),
+        signal=OuterRef("signal"),
+        event_at=OuterRef("episode_at"),
+        due_at__lte=now,
+    )
+    active = Alert.objects.active()
+    return {
+        "due_deadlines": due_now.count(),
+        "active_alerts": active.count(),
+        "due_without_alert": unalerted.count(),
+        "alerts_without_deadline": active.exclude(Exists(current)).count(),
+    }

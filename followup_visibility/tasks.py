@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.apps import apps
+from django.db import OperationalError
 from django.utils import timezone
 
-from followup_visibility import recompute, sync
+from followup_visibility import escalation, notifications, recompute, sweep, sync
 from followup_visibility.registry import adapters, get_adapter
+
+#: Far below Redis's visibility timeout (1 h): a task killed by the hard limit is redelivered
+#: (acks_late) rather than left half-done, and the work is idempotent.
+_LIMITS: dict[str, Any] = {"soft_time_limit": 240, "time_limit": 300}
+_RETRY: dict[str, Any] = {
+    "autoretry_for": (OperationalError,),
+    "retry_backoff": True,
+    "max_retries": 3,
+}
 
 
 @shared_task(name="followup_visibility.reconcile", acks_late=True, ignore_result=True)
@@ -55,3 +66,75 @@ def recompute_deadlines(first: Any, last: Any, **scope_kwargs: Any) -> dict[str,
         "deleted": result.totals.deleted,
         "skipped": int(result.skipped),
     }
+
+
+def _same_queue(task: Task[Any, Any]) -> dict[str, Any]:
+    """Send follow-up chunks to the queue the parent came from (hosts route sweeps apart)."""
+    info = task.request.delivery_info or {}
+    key = info.get("routing_key")
+    return {"queue": key} if key else {}
+
+
+@shared_task(
+    name="followup_visibility.sweep",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    **_LIMITS,
+)
+def sweep_pass(self: Task[Any, Any], full: bool = False) -> dict[str, Any]:
+    """Start a sweep pass and enqueue one ``sweep_chunk`` task per key range.
+
+    When another pass is starting (advisory lock held) this one is skipped: the next beat
+    tick catches up, and the database constraints would absorb a duplicate pass anyway.
+    """
+    now = timezone.now()
+    started = sweep.start(now, full=full)
+    if started is None:
+        return {"skipped": True}
+    run, ranges = started
+    for first, last in ranges:
+        sweep_chunk.apply_async((run.pk, first, last, now.isoformat()), **_same_queue(self))
+    return {"run": run.pk, "chunks": len(ranges)}
+
+
+@shared_task(
+    name="followup_visibility.sweep_chunk",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    **_LIMITS,
+    **_RETRY,
+)
+def sweep_chunk(run_id: int, first: Any, last: Any, now: str) -> dict[str, int]:
+    """Raise the alerts of one key range, for the clock its pass started with."""
+    examined, raised = sweep.run_chunk(run_id, first, last, datetime.fromisoformat(now))
+    return {"examined": examined, "raised": raised}
+
+
+@shared_task(
+    name="followup_visibility.escalate",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    **_LIMITS,
+    **_RETRY,
+)
+def escalate() -> dict[str, int]:
+    """Plan new alerts' escalation and fire the levels that fell due (re-checked at fire time)."""
+    return dict(escalation.escalate(timezone.now()))
+
+
+@shared_task(
+    name="followup_visibility.notify",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    **_LIMITS,
+    **_RETRY,
+)
+def notify() -> dict[str, int]:
+    """Notify owners of high-severity alerts, then deliver what quiet hours allow."""
+    now = timezone.now()
+    return {"created": notifications.notify_alerts(now), "delivered": notifications.deliver(now)}

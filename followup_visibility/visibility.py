@@ -64,3 +64,11 @@ def alerts_for(user: Any) -> QuerySet[Alert]:
     if not q:
         return Alert.objects.all()
     return Alert.objects.filter(opportunity__in=TrackedOpportunity.objects.filter(q).values("pk"))
+
+
+def restrict(queryset: QuerySet[Any], user: Any, path: str = "") -> QuerySet[Any]:
+    """``queryset`` limited to what ``user`` may see; ``path`` leads to the opportunity."""
+    if sees_everything(user):
+        return queryset
+    visible = TrackedOpportunity.objects.filter(scope_q(user)).values("pk")
+    return queryset.filter(**{f"{path or 'pk'}__in": visible})

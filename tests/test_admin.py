@@ -67,7 +67,9 @@ def test_opportunity_page_shows_its_timeline(admin_client, pipeline):
 
 def test_merge_action_merges_into_the_oldest(client, staff, pipeline):
     a, b = pipeline
-    client.force_login(staff("view_trackedopportunity", "change_trackedopportunity"))
+    client.force_login(
+        staff("view_trackedopportunity", "change_trackedopportunity", "view_all_opportunities")
+    )
     response = client.post(
         reverse("admin:followup_visibility_trackedopportunity_changelist"),
         {"action": "merge_into_oldest", "_selected_action": [a.pk, b.pk]},

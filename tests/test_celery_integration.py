@@ -272,3 +272,66 @@ def test_worker_recomputes_deadlines_after_a_policy_change(
     for deadline in Deadline.objects.filter(signal=Signal.NO_FIRST_RESPONSE):
         assert deadline.sla == timedelta(minutes=30)
     assert "followup_visibility.plan_recompute" in log.read_text()
+
+
+def test_beat_and_worker_turn_a_due_deadline_into_an_alert_and_an_escalation(
+    make_user: Callable[..., Any], queue: str, tmp_path: Path
+) -> None:
+    """The whole loop on real processes: beat ticks, the worker sweeps and escalates."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from followup_visibility import escalation
+    from followup_visibility.choices import AlertStatus, EscalationOutcome, Signal
+    from followup_visibility.models import Alert, Escalation, EscalationPolicy, Notification
+    from tests.factories_sla import install_defaults, lead_at, make_team, opportunity
+
+    # Transactional tests flush the migration's rows: a known calendar, policy and escalation.
+    install_defaults(time_zone="UTC")
+    EscalationPolicy.objects.all().delete()
+    escalation.create_policy(
+        "Default", [timedelta(minutes=30), timedelta(hours=2)], is_default=True, now=timezone.now()
+    )
+    rep, manager = make_user("rep"), make_user("manager", email="manager@example.com")
+    team = make_team("emea", members=[rep])
+    team.manager = manager
+    team.save()
+    # Arrived three weeks ago and never answered: its first-response deadline passed long ago,
+    # and so did escalation level 1 (30 business minutes after that).
+    lead = lead_at(timezone.now() - timedelta(days=21), owner=rep, team="emea")
+    opp = opportunity(lead)
+    assert opp.team_id == team.pk
+    assert not Alert.objects.exists()
+
+    def escalated() -> bool:
+        return Escalation.objects.filter(
+            alert__opportunity=opp, alert__signal=Signal.NO_FIRST_RESPONSE, level=1
+        ).exists()
+
+    worker_log, beat_log = tmp_path / "worker.log", tmp_path / "beat.log"
+    beat_env = child_env(
+        "example_project.settings", FOLLOWUP_BEAT_INTERVAL="1", FOLLOWUP_BEAT_QUEUE=queue
+    )
+    beat_args = ["beat", "-s", str(tmp_path / "celerybeat-schedule"), "-l", "info"]
+    with (
+        worker(queue, worker_log) as worker_proc,
+        celery_process(beat_args, beat_env, beat_log) as beat_proc,
+    ):
+        wait_until(escalated, {"worker": (worker_proc, worker_log), "beat": (beat_proc, beat_log)})
+    alert = Alert.objects.get(opportunity=opp, signal=Signal.NO_FIRST_RESPONSE)
+    assert alert.status == AlertStatus.OPEN
+    assert alert.escalation_level >= 1
+    step = Escalation.objects.get(alert=alert, level=1)
+    assert (step.outcome, step.recipient, step.team) == (
+        EscalationOutcome.NOTIFIED,
+        manager,
+        team,
+    )
+    assert Notification.objects.filter(alert=alert, recipient=manager, escalation=step).exists()
+    beat_output = beat_log.read_text()
+    assert "Sending due task followup-visibility-sweep" in beat_output
+    assert "Sending due task followup-visibility-escalate" in beat_output
+    worker_output = worker_log.read_text()
+    assert "followup_visibility.sweep" in worker_output
+    assert "followup_visibility.escalate" in worker_output

@@ -58,7 +58,8 @@ def test_seed_configures_segments_teams_and_versioned_policies(db, now):
     assert zones == {"us-east": "America/New_York", "emea": "Europe/London"}
     for team in Team.objects.exclude(calendar=None):
         assert team.calendar.closed_dates.filter(kind=ClosedDateKind.PUBLIC_HOLIDAY).exists()
-        assert team.parent is not None and team.parent.manager.username == "maria"
+        assert team.manager.username == "maria"
+        assert team.parent is not None and team.parent.manager.username == "olivia"
     first_response = Deadline.objects.filter(signal=Signal.NO_FIRST_RESPONSE)
     missed = first_response.filter(opportunity__segment__code="missed-call")
     assert missed.exists() and {d.sla for d in missed} == {timedelta(hours=1)}
@@ -77,3 +78,31 @@ def test_seed_configures_segments_teams_and_versioned_policies(db, now):
         team = deadline.opportunity.team
         if team is not None:
             assert deadline.calendar_id == team.calendar_id
+
+
+def test_seed_shows_alerts_of_every_signal_escalated_and_triaged(db, now):
+    from followup_visibility import sweep
+    from followup_visibility.choices import AlertStatus, EscalationOutcome, Signal
+    from followup_visibility.models import Alert, Escalation, Notification, Suppression
+
+    seed(now, leads=80, seed_value=7)
+
+    assert set(Alert.objects.values_list("signal", flat=True)) == set(Signal.values)
+    statuses = set(Alert.objects.values_list("status", flat=True))
+    assert {
+        AlertStatus.OPEN,
+        AlertStatus.ACKNOWLEDGED,
+        AlertStatus.SNOOZED,
+        AlertStatus.DISMISSED,
+        AlertStatus.SUPPRESSED,
+    } <= statuses
+    # Level 1 reaches the teams' manager, level 2 the head of sales one team up.
+    notified = Escalation.objects.filter(outcome=EscalationOutcome.NOTIFIED)
+    assert set(notified.filter(level=1).values_list("recipient__username", flat=True)) == {"maria"}
+    assert set(notified.filter(level=2).values_list("recipient__username", flat=True)) == {"olivia"}
+    assert Notification.objects.filter(recipient__username="maria").exists()
+    assert Suppression.objects.filter(segment__code="brochure").exists()
+    assert TrackedOpportunity.objects.exclude(stalled_reason="").exists()
+    # The seeded passes left nothing behind: the consistency monitor agrees.
+    figures = sweep.consistency(now)
+    assert (figures["due_without_alert"], figures["alerts_without_deadline"]) == (0, 0), figures

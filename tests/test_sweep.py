@@ -9,16 +9,18 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import connection, transaction
 
 from example_project.crm.models import Lead
-from followup_visibility import alerts, policies, sweep
+from followup_visibility import alerts, policies, suppression, sweep
 from followup_visibility.choices import AlertStatus, Resolution, Signal
 from followup_visibility.models import (
     Alert,
     Calendar,
+    Deadline,
     SlaPolicy,
     SweepRun,
+    TrackedOpportunity,
     WorkingWindow,
 )
 from followup_visibility.sync import sync_objects
@@ -40,33 +42,42 @@ DURATIONS = {
 }
 
 
-@pytest.fixture
-def around_the_clock(db: Any) -> None:
+def install_clock(**durations: timedelta) -> None:
     """A 24/7 UTC default calendar, so business time is elapsed time here."""
     Calendar.objects.filter(is_default=True).update(is_default=False)
     calendar = Calendar.objects.create(name="24/7", time_zone="UTC", is_default=True)
     WorkingWindow.objects.bulk_create(
         WorkingWindow(calendar=calendar, weekday=d, start=time(0), end=time(0)) for d in range(7)
     )
+    values = {**DURATIONS, **durations}
     default = SlaPolicy.objects.filter(is_default=True).first()
     if default is None:
-        policies.create_policy("Default", DURATIONS, now=T0 - 100 * HOUR)
+        policies.create_policy("Default", values, now=T0 - 100 * HOUR)
     else:
-        policies.publish_version(default, DURATIONS, now=T0 - 100 * HOUR, apply_to_open=True)
+        policies.publish_version(default, values, now=T0 - 100 * HOUR, apply_to_open=True)
+
+
+def new_leads(n: int = 1, *, at: datetime = T0, **fields: Any) -> list[Lead]:
+    """Leads that arrived at ``at``, tracked then (owners confirmed)."""
+    leads = Lead.objects.bulk_create(
+        [Lead(name=f"Lead {i}", created_at=at, **fields) for i in range(n)]
+    )
+    sync_objects(leads, at, confirm_owners=True)
+    return leads
+
+
+@pytest.fixture
+def around_the_clock(db: Any) -> None:
+    install_clock()
 
 
 @pytest.fixture
 def lead(around_the_clock: None, make_user: Callable[..., Any]) -> Lead:
-    owner = make_user()
-    obj = Lead.objects.bulk_create([Lead(name="Ann", owner=owner, created_at=T0)])[0]
-    sync_objects([obj], T0, confirm_owners=True)
-    return obj
+    return new_leads(owner=make_user())[0]
 
 
 def active(lead: Lead, signal: str) -> Alert | None:
-    return Alert.objects.filter(
-        opportunity=tracked(lead), signal=signal, status__in=["open", "acknowledged", "snoozed"]
-    ).first()
+    return Alert.objects.active().filter(opportunity=tracked(lead), signal=signal).first()
 
 
 def test_an_alert_is_raised_at_its_deadline_and_not_a_second_before(lead: Lead) -> None:
@@ -231,3 +242,163 @@ def test_concurrent_sweeps_raise_each_alert_once(
     assert not errors
     assert Alert.objects.count() == 80  # first response + first contact, 40 leads
     assert sum(SweepRun.objects.values_list("raised", flat=True)) == 80
+
+
+def keys(**filters: Any) -> set[tuple[Any, ...]]:
+    return set(
+        Alert.objects.filter(**filters).values_list(
+            "opportunity_id", "signal", "episode_at", "due_at"
+        )
+    )
+
+
+def test_a_chunked_full_pass_raises_what_one_pass_raises(
+    around_the_clock: None, make_user: Callable[..., Any], settings: Any
+) -> None:
+    new_leads(5, owner=make_user())
+    ids = sorted(TrackedOpportunity.objects.values_list("pk", flat=True))
+    now = T0 + 9 * HOUR  # first response (due 4h) and first contact (8h) overdue on each
+    settings.FOLLOWUP_VISIBILITY_SWEEP_CHUNK_SIZE = 2
+
+    started = sweep.start(now, full=True)
+    assert started is not None
+    run, work = started
+    assert work == [(ids[0], ids[1]), (ids[2], ids[3]), (ids[4], ids[4])]
+    assert (run.chunks, run.chunks_done, run.finished_at) == (3, 0, None)
+    for number, (first, last) in enumerate(work, 1):
+        assert sweep.run_chunk(run.pk, first, last, now) == (4 if number < 3 else 2,) * 2
+        run.refresh_from_db()
+        assert run.chunks_done == number
+        # Only the chunk that completes the run finishes it.
+        assert run.finished_at == (now if number == 3 else None)
+    assert (run.examined, run.raised, run.lag) == (10, 10, 5 * HOUR)
+    chunked = keys()
+    assert len(chunked) == 10
+    assert Alert.history.filter(history_type="+").count() == 10
+
+    Alert.objects.all().delete()
+    Alert.history.all().delete()
+    SweepRun.objects.all().delete()
+    settings.FOLLOWUP_VISIBILITY_SWEEP_CHUNK_SIZE = 1000
+    one = sweep.sweep(now, full=True)
+    assert (one.chunks, one.raised) == (1, 10)
+    assert keys() == chunked
+
+
+def test_a_retried_chunk_raises_nothing_twice_but_counts_again(lead: Lead) -> None:
+    now = T0 + 9 * HOUR
+    started = sweep.start(now, full=True)
+    assert started is not None
+    run, [(first, last)] = started
+    assert sweep.run_chunk(run.pk, first, last, now) == (2, 2)
+    assert sweep.run_chunk(run.pk, first, last, now) == (2, 0)
+    run.refresh_from_db()
+    assert Alert.objects.count() == 2
+    assert (run.examined, run.raised, run.chunks, run.chunks_done) == (4, 2, 1, 2)
+    assert run.finished_at == now
+
+
+def test_a_full_pass_with_nothing_due_is_finished_at_once(lead: Lead) -> None:
+    started = sweep.start(T0 + HOUR, full=True)
+    assert started is not None
+    run, work = started
+    assert work == []
+    assert (run.chunks, run.finished_at, run.lag) == (0, T0 + HOUR, timedelta(0))
+
+
+def test_a_pass_records_what_it_did(lead: Lead, make_user: Callable[..., Any]) -> None:
+    user = make_user()
+    first = sweep.sweep(T0 + 5 * HOUR)
+    assert first.full and (first.raised, first.resolved, first.woken, first.suppressed) == (
+        1,
+        0,
+        0,
+        0,
+    )
+    assert (first.chunks, first.chunks_done, first.finished_at) == (1, 1, T0 + 5 * HOUR)
+    assert first.lag == HOUR  # first response was due at 4h
+    alert = active(lead, Signal.NO_FIRST_RESPONSE)
+    assert alert is not None
+
+    alerts.snooze(
+        alert, reason="Waiting for the form", by=user, now=first.swept_until, until=T0 + 6 * HOUR
+    )
+    woke = sweep.sweep(T0 + 6 * HOUR)
+    assert not woke.full and (woke.woken, woke.raised) == (1, 0)
+
+    suppression.create(
+        comment="Trade fair",
+        by=user,
+        now=T0 + 6 * HOUR,
+        opportunity=tracked(lead),
+        starts_at=T0 + 7 * HOUR,
+    )
+    held = sweep.sweep(T0 + 7 * HOUR)
+    assert held.suppressed == 1
+
+    record_touch(
+        lead,
+        channel="phone",
+        direction="outbound",
+        outcome="connected",
+        occurred_at=T0 + 8 * HOUR,
+        now=T0 + 8 * HOUR,
+    )
+    after = sweep.sweep(T0 + 9 * HOUR)
+    # Resolved between the last pass and this one, whatever resolved it.
+    assert (after.resolved, after.raised) == (1, 0)
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_second_start_is_skipped_while_another_holds_the_lock(lead: Lead) -> None:
+    now = T0 + 9 * HOUR
+    holding, done = threading.Event(), threading.Event()
+    first: list[Any] = []
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                first.append(sweep.start(now))
+                holding.set()
+                done.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        second = sweep.start(now)
+    finally:
+        done.set()
+        thread.join()
+    assert first[0] is not None and second is None
+    # Released with its transaction: the next start goes ahead.
+    assert sweep.start(now + timedelta(minutes=1)) is not None
+
+
+def test_consistency_is_zero_after_a_pass_and_sees_rows_changed_behind_its_back(
+    lead: Lead, make_user: Callable[..., Any]
+) -> None:
+    now = T0 + 9 * HOUR
+    sweep.sweep(now)
+    assert sweep.consistency(now) == {
+        "due_deadlines": 2,
+        "active_alerts": 2,
+        "due_without_alert": 0,
+        "alerts_without_deadline": 0,
+    }
+    # A dismissed episode is accounted for: nothing is missing.
+    alert = active(lead, Signal.NEVER_CONTACTED)
+    assert alert is not None
+    alerts.dismiss(alert, reason="Known", by=make_user(), now=now)
+    assert sweep.consistency(now)["due_without_alert"] == 0
+
+    Alert.objects.filter(signal=Signal.NO_FIRST_RESPONSE).delete()
+    assert sweep.consistency(now)["due_without_alert"] == 1
+    sweep.sweep(now + timedelta(minutes=1), full=True)  # the full pass repairs it
+    assert sweep.consistency(now)["due_without_alert"] == 0
+
+    Deadline.objects.filter(signal=Signal.NO_FIRST_RESPONSE).delete()
+    assert sweep.consistency(now)["alerts_without_deadline"] == 1

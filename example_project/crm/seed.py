@@ -15,7 +15,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 
-from example_project.crm import seed_sla
+from example_project.crm import seed_alerts, seed_sla
 from example_project.crm.models import Deal, Lead
 from followup_visibility.choices import Channel, Direction, Outcome
 from followup_visibility.models import TrackedOpportunity
@@ -117,6 +117,7 @@ def create_users() -> dict[str, Any]:
         codename__regex=r"^(change|add)_",
     )
     for username, first, last, manager in [
+        ("olivia", "Olivia", "Grant", True),
         ("maria", "Maria", "Lopez", True),
         ("alex", "Alex", "Reed", False),
         ("bea", "Bea", "Young", False),
@@ -124,12 +125,18 @@ def create_users() -> dict[str, Any]:
         ("dana", "Dana", "Ortiz", False),
     ]:
         user, _ = User.objects.get_or_create(
-            username=username, defaults={"first_name": first, "last_name": last}
+            username=username,
+            defaults={"first_name": first, "last_name": last, "email": f"{username}@example.com"},
         )
         user.is_staff = True
         user.set_password(PASSWORD)
         user.save()
-        user.user_permissions.set([*view, *change] if manager else list(view))
+        # Reps act on their own alerts (the admin scopes them to their opportunities).
+        triage = Permission.objects.filter(
+            content_type__app_label="followup_visibility",
+            codename__in=["change_alert", "change_notification"],
+        )
+        user.user_permissions.set([*view, *change] if manager else [*view, *triage])
         users[username] = user
     return users
 
@@ -149,7 +156,12 @@ def seed(now: datetime, *, leads: int = 180, seed_value: int = 42) -> SeedSummar
     seed_sla.configure(now, users)
     reps = [users[name] for name in ("alex", "bea", "chen", "dana")]
     summary = SeedSummary(
-        users={"admin": "admin", "maria": PASSWORD, **{r.username: PASSWORD for r in reps}}
+        users={
+            "admin": "admin",
+            "olivia": PASSWORD,
+            "maria": PASSWORD,
+            **{r.username: PASSWORD for r in reps},
+        }
     )
     earlier_phones: list[str] = []
     sources = list(SOURCES)
@@ -181,6 +193,7 @@ def seed(now: datetime, *, leads: int = 180, seed_value: int = 42) -> SeedSummar
         sync_objects([lead], arrived)
         summary.leads += 1
         summary.touches += _play(lead, source, arrived, now, reps, rng, summary)
+    summary.touches += seed_alerts.play(now, users, rng)
     return summary
 
 

@@ -97,7 +97,9 @@ def configure(now: datetime, users: dict[str, Any]) -> dict[str, Any]:
     )
 
     sales, _ = Team.objects.update_or_create(
-        key="sales", defaults={"name": "Sales", "manager": users["maria"]}
+        # Olivia heads sales: escalation level 2 climbs from Maria's teams to her.
+        key="sales",
+        defaults={"name": "Sales", "manager": users["olivia"]},
     )
     us, _ = Team.objects.update_or_create(
         key="us-east",

@@ -1,8 +1,17 @@
-"""The admin: the follow-up record (opportunities, touches, deadlines) and its configuration.
+"""The admin: the follow-up record, alert triage, and their configuration.
 
 Importing the modules registers their model admins; Django's autodiscovery imports this one.
 """
 
-from followup_visibility.admin import calendar, deadline, opportunity, org, policy
+from followup_visibility.admin import (
+    alert,
+    calendar,
+    deadline,
+    escalation,
+    opportunity,
+    org,
+    policy,
+    rules,
+)
 
-__all__ = ["calendar", "deadline", "opportunity", "org", "policy"]
+__all__ = ["alert", "calendar", "deadline", "escalation", "opportunity", "org", "policy", "rules"]

@@ -9,11 +9,12 @@ from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
 from followup_visibility.admin.forms import format_duration
+from followup_visibility.admin.scoped import ScopedAdminMixin
 from followup_visibility.models import Deadline
 
 
 @admin.register(Deadline)
-class DeadlineAdmin(admin.ModelAdmin):
+class DeadlineAdmin(ScopedAdminMixin, admin.ModelAdmin):
     list_display = (
         "opportunity",
         "signal",

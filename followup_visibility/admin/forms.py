@@ -1,20 +1,32 @@
-"""The SLA policy form: the scope, and the next version's durations and publishing choice."""
+"""Admin forms: the SLA policy form, and the intermediate pages of actions that ask for input."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Iterable
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.widgets import AdminSplitDateTime
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.utils.functional import Promise
 from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 
 from followup_visibility import policies
-from followup_visibility.choices import Signal
+from followup_visibility.choices import Signal, SnoozeCondition
 from followup_visibility.models import SlaPolicy, SlaPolicyVersion
 from followup_visibility.models.policy import DURATION_FIELDS, ZERO_ALLOWED
+
+T = TypeVar("T")
+#: A message for ``ModelAdmin.message_user``: its level and text.
+Message = tuple[int, str]
 
 APPLY_NEW, APPLY_OPEN = "new", "open"
 #: What the next version holds; a save that changes none of them publishes nothing.
@@ -172,3 +184,186 @@ class SlaPolicyForm(forms.ModelForm):
         if self.latest is None or any(name in self.changed_data for name in VERSION_FIELDS):
             return True
         return self.cleaned_data.get("apply_to") == APPLY_OPEN and not self.latest.applies_to_open
+
+
+# Intermediate action pages --------------------------------------------------------------------
+
+#: The submit button of an intermediate page: its presence means "the form was filled in".
+APPLY = "apply"
+#: How many of the selected objects an intermediate page names before "and N more".
+SHOWN_ON_PAGE = 20
+
+
+class InputRefused(Exception):
+    """The domain refused the form's input (not one object's state): undo the whole action."""
+
+    def __init__(self, error: ValidationError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def call_each(
+    items: Iterable[T], call: Callable[[T], object], fields: Collection[str] = ()
+) -> tuple[list[T], list[tuple[T, ValidationError]]]:
+    """Call ``call`` per item; return the items done and those refused, with the reason.
+
+    Each call runs in its own savepoint, so a refused item leaves nothing behind. An error on
+    one of the form's ``fields`` is about the input, the same for every item: it raises
+    ``InputRefused`` so that the caller rolls back the items already done and shows the form.
+    """
+    done: list[T] = []
+    refused: list[tuple[T, ValidationError]] = []
+    for item in items:
+        try:
+            with transaction.atomic():
+                call(item)
+        except ValidationError as exc:
+            if hasattr(exc, "error_dict") and set(exc.error_dict) & set(fields):
+                raise InputRefused(exc) from exc
+            refused.append((item, exc))
+        else:
+            done.append(item)
+    return done, refused
+
+
+def refusal_messages(
+    refused: Iterable[tuple[Any, ValidationError]], describe: Callable[[Any], str] = str
+) -> list[Message]:
+    """One warning per refused object, naming it."""
+    return [
+        (messages.WARNING, f"{describe(item)}: {' '.join(exc.messages)}") for item, exc in refused
+    ]
+
+
+def action_page(
+    model_admin: admin.ModelAdmin,
+    request: HttpRequest,
+    queryset: QuerySet[Any],
+    *,
+    form_class: type[forms.Form],
+    title: str | Promise,
+    submit: str | Promise,
+    perform: Callable[[forms.Form], list[Message]],
+    initial: dict[str, Any] | None = None,
+    describe: Callable[[Any], str] = str,
+) -> TemplateResponse | None:
+    """An action that asks for input first: show the form, then ``perform`` it once valid.
+
+    ``perform`` runs in one transaction and returns the messages to show; ``InputRefused``
+    from it undoes everything and shows the form again with the domain's field errors.
+    Returning None sends the admin back to the change list, as a plain action does.
+    """
+    form = form_class(request.POST if APPLY in request.POST else None, initial=initial)
+    if form.is_bound and form.is_valid():
+        try:
+            with transaction.atomic():
+                report = perform(form)
+        except InputRefused as exc:
+            for name, errors in exc.error.error_dict.items():
+                form.add_error(name if name in form.fields else None, errors)
+        else:
+            for level, text in report:
+                model_admin.message_user(request, text, level)
+            return None
+    objects = list(queryset.order_by("pk"))
+    opts = model_admin.model._meta
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": title,
+        "subtitle": None,
+        "opts": opts,
+        "form": form,
+        "media": model_admin.media + form.media,
+        "objects": objects,
+        "shown": [describe(obj) for obj in objects[:SHOWN_ON_PAGE]],
+        "more": max(len(objects) - SHOWN_ON_PAGE, 0),
+        "action": request.POST.get("action", ""),
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "apply": APPLY,
+        "submit": submit,
+    }
+    request.current_app = model_admin.admin_site.name
+    return TemplateResponse(request, "admin/followup_visibility/action_form.html", context)
+
+
+class _DateTimeField(forms.SplitDateTimeField):
+    widget = AdminSplitDateTime
+
+
+class DismissForm(forms.Form):
+    reason = forms.CharField(
+        label=_("Reason"),
+        max_length=255,
+        help_text=_(
+            "Why this episode needs no action; kept in the alert's history. The signal's next "
+            "episode alerts again."
+        ),
+    )
+
+
+class ResolveForm(forms.Form):
+    evidence = forms.CharField(
+        label=_("Evidence"),
+        max_length=255,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text=_(
+            "What was done, such as “called back 14:05, demo booked” (the CRM may not show it yet)."
+        ),
+    )
+
+
+class SnoozeForm(forms.Form):
+    condition = forms.ChoiceField(
+        label=_("Snooze"),
+        choices=SnoozeCondition.choices,
+        required=False,
+        widget=forms.RadioSelect,
+        initial=SnoozeCondition.TIME,
+    )
+    until = _DateTimeField(
+        label=_("Until"),
+        required=False,
+        help_text=_(
+            "Required when snoozing until a time. With a condition it is the limit: the alert "
+            "comes back then at the latest (empty: the longest snooze allowed)."
+        ),
+    )
+    reason = forms.CharField(label=_("Reason"), max_length=255)
+
+
+#: Suppress only the selected alert's signal on its opportunity, or every signal.
+SUPPRESS_SIGNAL, SUPPRESS_ALL = "signal", "all"
+
+
+class SuppressAlertsForm(forms.Form):
+    scope = forms.ChoiceField(
+        label=_("Suppress"),
+        choices=[
+            (SUPPRESS_SIGNAL, _("Only the alert's signal on its opportunity")),
+            (SUPPRESS_ALL, _("Every signal on the opportunity")),
+        ],
+        widget=forms.RadioSelect,
+        initial=SUPPRESS_SIGNAL,
+    )
+    comment = forms.CharField(
+        label=_("Comment"),
+        max_length=255,
+        help_text=_("Why nobody should be alerted; shown on the suppression rule."),
+    )
+    ends_at = _DateTimeField(
+        label=_("Ends at"),
+        required=False,
+        help_text=_("Empty: until someone ends the rule."),
+    )
+
+
+class StallForm(forms.Form):
+    until = _DateTimeField(
+        label=_("Resumes on"),
+        help_text=_("Staleness and missing next steps are not alerted before this time."),
+    )
+    reason = forms.CharField(
+        label=_("Reason"),
+        max_length=255,
+        help_text=_("Such as “customer's budget round closes in June”."),
+    )

@@ -8,12 +8,21 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
-from simple_history.admin import SimpleHistoryAdmin
+from django.utils.translation import ngettext
 
-from followup_visibility import assignment
-from followup_visibility.admin.forms import format_duration
+from followup_visibility import assignment, stalled
+from followup_visibility.admin.forms import (
+    Message,
+    StallForm,
+    action_page,
+    call_each,
+    format_duration,
+    refusal_messages,
+)
+from followup_visibility.admin.scoped import RecordHistoryAdmin, ScopedAdminMixin
 from followup_visibility.merge import merge_opportunities
 from followup_visibility.models import (
     ContactIdentity,
@@ -109,7 +118,9 @@ class DeadlineInline(admin.TabularInline):
 
 
 @admin.register(TrackedOpportunity)
-class TrackedOpportunityAdmin(SimpleHistoryAdmin):
+class TrackedOpportunityAdmin(ScopedAdminMixin, RecordHistoryAdmin):
+    scope_path = ""
+
     list_display = (
         "__str__",
         "content_type",
@@ -143,7 +154,7 @@ class TrackedOpportunityAdmin(SimpleHistoryAdmin):
         *_DERIVED,
     )
     inlines = (DeadlineInline, HandoffInline, IdentityInline, TouchInline)
-    actions = ("merge_into_oldest",)
+    actions = ("merge_into_oldest", "mark_stalled", "clear_stall")
 
     def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "segment":
@@ -185,9 +196,53 @@ class TrackedOpportunityAdmin(SimpleHistoryAdmin):
             return
         self.message_user(request, _("Merged %d into %s.") % (len(opps) - 1, survivor))
 
+    @admin.action(description=_("Mark selected as stalled until a date…"), permissions=["change"])
+    def mark_stalled(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> TemplateResponse | None:
+        def perform(form: Any) -> list[Message]:
+            now, data = timezone.now(), form.cleaned_data
+            done, refused = call_each(
+                queryset.order_by("pk"),
+                lambda opp: stalled.set_stalled(
+                    opp, until=data["until"], reason=data["reason"], by=request.user, now=now
+                ),
+                form.fields,
+            )
+            report = refusal_messages(refused)
+            if done:
+                text = ngettext(
+                    "%d opportunity marked stalled.", "%d opportunities marked stalled.", len(done)
+                )
+                report.insert(0, (messages.SUCCESS, text % len(done)))
+            return report
+
+        return action_page(
+            self,
+            request,
+            queryset,
+            form_class=StallForm,
+            title=_("Mark stalled for a known reason"),
+            submit=_("Mark stalled"),
+            perform=perform,
+        )
+
+    @admin.action(description=_("Clear the stall of selected"), permissions=["change"])
+    def clear_stall(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        now = timezone.now()
+        done, refused = call_each(
+            queryset.filter(stalled_until__isnull=False).order_by("pk"),
+            lambda opp: stalled.clear_stalled(opp, by=request.user, now=now),
+        )
+        if done:
+            text = ngettext("%d stall cleared.", "%d stalls cleared.", len(done))
+            self.message_user(request, text % len(done), messages.SUCCESS)
+        for level, text in refusal_messages(refused):
+            self.message_user(request, text, level)
+
 
 @admin.register(Touch)
-class TouchAdmin(admin.ModelAdmin):
+class TouchAdmin(ScopedAdminMixin, admin.ModelAdmin):
     list_display = (
         "occurred_at",
         "opportunity",
@@ -212,7 +267,7 @@ class TouchAdmin(admin.ModelAdmin):
 
 
 @admin.register(Handoff)
-class HandoffAdmin(SimpleHistoryAdmin):
+class HandoffAdmin(ScopedAdminMixin, RecordHistoryAdmin):
     list_display = (
         "opportunity",
         "from_owner",
@@ -228,7 +283,7 @@ class HandoffAdmin(SimpleHistoryAdmin):
 
 
 @admin.register(DuplicateMatch)
-class DuplicateMatchAdmin(admin.ModelAdmin):
+class DuplicateMatchAdmin(ScopedAdminMixin, admin.ModelAdmin):
     list_display = ("opportunity", "duplicate", "kind", "key", "detected_at", "cleared_at")
     list_filter = ("kind",)
     list_select_related = ("opportunity", "duplicate")

@@ -14,6 +14,7 @@ from followup_visibility.choices import (
     Signal,
     SnoozeCondition,
 )
+from followup_visibility.querysets import AlertQuerySet, SuppressionQuerySet
 
 
 class Alert(models.Model):
@@ -87,6 +88,8 @@ class Alert(models.Model):
 
     history = HistoricalRecords()
 
+    objects = AlertQuerySet.as_manager()
+
     class Meta:
         verbose_name = _("alert")
         verbose_name_plural = _("alerts")
@@ -110,6 +113,18 @@ class Alert(models.Model):
                 fields=["escalate_at"],
                 condition=Q(status=AlertStatus.OPEN),
                 name="fv_alert_escalate_at",
+            ),
+            # Escalation planning reads only alerts not planned yet.
+            models.Index(
+                fields=["id"],
+                condition=Q(status=AlertStatus.OPEN, escalation_planned=False),
+                name="fv_alert_unplanned",
+            ),
+            # Each pass counts what was resolved since the last one.
+            models.Index(
+                fields=["resolved_at"],
+                condition=Q(status=AlertStatus.RESOLVED),
+                name="fv_alert_resolved_at",
             ),
             models.Index(
                 fields=["snoozed_until"],
@@ -187,6 +202,8 @@ class Suppression(models.Model):
     created_at = models.DateTimeField(_("created at"))
 
     history = HistoricalRecords()
+
+    objects = SuppressionQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("suppression")

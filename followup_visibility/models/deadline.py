@@ -39,7 +39,11 @@ class Deadline(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["opportunity", "signal"], name="fv_deadline_unique"),
         ]
-        indexes = [models.Index(fields=["due_at"], name="fv_deadline_due")]
+        indexes = [
+            models.Index(fields=["due_at"], name="fv_deadline_due"),
+            # A steady sweep also looks at deadlines rewritten since the last pass.
+            models.Index(fields=["computed_at"], name="fv_deadline_computed"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_signal_display()} due {self.due_at:%Y-%m-%d %H:%M}"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from importlib import import_module
 from typing import Any
 
 from django.conf import settings
@@ -12,14 +13,28 @@ from django.utils import timezone
 
 from example_project.crm.models import Lead
 from example_project.crm.seed import seed
-from followup_visibility.choices import Signal, Status
+from followup_visibility.choices import ACTIVE_ALERT_STATUSES, AlertStatus, Signal, Status
 from followup_visibility.models import (
+    Alert,
     Deadline,
     DuplicateMatch,
+    Escalation,
     Handoff,
     Touch,
     TrackedOpportunity,
 )
+
+
+def _restore_migration_defaults() -> None:
+    """``flush`` empties every table, including the rows our data migrations created."""
+    from django.apps import apps
+
+    for name, function in [
+        ("0003_company_defaults", "create_defaults"),
+        ("0006_default_escalation_policy", "create"),
+    ]:
+        module = import_module(f"followup_visibility.migrations.{name}")
+        getattr(module, function)(apps, None)
 
 
 class Command(BaseCommand):
@@ -37,6 +52,7 @@ class Command(BaseCommand):
         call_command("migrate", verbosity=0)
         if options["reseed"]:
             call_command("flush", interactive=False, verbosity=0)
+            _restore_migration_defaults()
         if Lead.objects.exists():
             self.stdout.write("Demo data already present (use --reseed to start over).")
         else:
@@ -97,6 +113,29 @@ class Command(BaseCommand):
         by_signal = overdue.values_list("signal").annotate(n=Count("id")).order_by("-n", "signal")
         labels = dict(Signal.choices)
         rows += [(f"  {labels[signal]}", n) for signal, n in by_signal]
+        active = Alert.objects.filter(status__in=ACTIVE_ALERT_STATUSES)
+        rows.append(
+            (
+                "active alerts (open)",
+                f"{active.count()} ({active.filter(status=AlertStatus.OPEN).count()})",
+            )
+        )
+        statuses = dict(AlertStatus.choices)
+        by_status = active.values_list("status").annotate(n=Count("id")).order_by("status")
+        rows += [(f"  {statuses[status]}", n) for status, n in by_status]
+        alert_signals = active.values_list("signal").annotate(n=Count("id")).order_by("signal")
+        rows.append(("alerts by signal", ", ".join(f"{s} {n}" for s, n in alert_signals)))
+        by_recipient = (
+            Escalation.objects.values_list("recipient__username")
+            .annotate(n=Count("id"))
+            .order_by("recipient__username")
+        )
+        rows.append(
+            (
+                "escalations by recipient",
+                ", ".join(f"{name or 'nobody'} {n}" for name, n in by_recipient),
+            )
+        )
         width = max(len(label) for label, _ in rows)
         self.stdout.write("")
         for label, value in rows:
@@ -105,9 +144,16 @@ class Command(BaseCommand):
         self.stdout.write(f"""
 Open {base}/admin/ and log in as:
   admin / admin        superuser
-  maria / demo         sales manager (view and change)
-  alex, bea, chen, dana / demo   reps (view)
+  olivia / demo        head of sales (escalation level 2)
+  maria / demo         sales manager of US East and EMEA (escalation level 1)
+  alex, bea, chen, dana / demo   reps (view; act on their own alerts)
 
+  {base}/admin/followup_visibility/alert/                alerts: triage (acknowledge, snooze, ...)
+  {base}/admin/followup_visibility/suppression/          suppression rules
+  {base}/admin/followup_visibility/escalationpolicy/     escalation policies
+  {base}/admin/followup_visibility/escalation/           escalations as they happened
+  {base}/admin/followup_visibility/notification/         your inbox
+  {base}/admin/followup_visibility/sweeprun/             sweep passes (lag, examined, raised)
   {base}/admin/followup_visibility/trackedopportunity/   tracked opportunities
   {base}/admin/followup_visibility/touch/                touch timeline
   {base}/admin/followup_visibility/deadline/             deadlines (business time)

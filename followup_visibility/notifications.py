@@ -1,0 +1,358 @@
+"""Notifications: an in-app inbox and an email digest, logged so nothing is sent twice.
+
+Every message is a :class:`~followup_visibility.models.Notification` row whose ``dedupe_key``
+names what it says (kind, severity or level, repeat round). The unique constraint on (alert,
+recipient, channel, dedupe_key) makes creating one idempotent: overlapping or retried passes
+insert nothing new. Inbox rows are delivered when created; email rows wait for
+:func:`deliver`, which sends one digest per recipient, and for the recipient's working hours
+unless the alert is critical.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ImproperlyConfigured
+from django.core.mail import EmailMessage
+from django.db import transaction
+from django.db.models import (
+    CharField,
+    DateTimeField,
+    Exists,
+    F,
+    IntegerField,
+    OuterRef,
+    QuerySet,
+    Value,
+)
+from django.db.models.functions import Cast, Concat, Floor
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+
+from followup_visibility import calendars, severity
+from followup_visibility.business_time import BusinessCalendar, next_opening
+from followup_visibility.choices import (
+    ACTIVE_ALERT_STATUSES,
+    AlertStatus,
+    NotificationChannel,
+    NotificationKind,
+    Severity,
+    Signal,
+)
+from followup_visibility.conf import app_settings
+from followup_visibility.models import Alert, Escalation, Notification, Team
+
+logger = logging.getLogger(__name__)
+
+#: Appended to an email notification marked sent for a recipient without an address: the
+#: message stays in their inbox, and the log says why no email went out.
+NO_ADDRESS_NOTE = "[Not emailed: the recipient has no email address.]"
+#: Likewise for an email whose alert was resolved or dismissed before it could go out.
+CLOSED_NOTE = "[Not emailed: the alert was closed before delivery.]"
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """When each recipient's working time next begins: read once per pass for its recipients.
+
+    A recipient's calendar is that of a team they manage, else of a team they belong to (the
+    lowest-numbered), else the company default.
+    """
+
+    calendar_of: dict[Any, int | None]
+    default_calendar: int | None
+    engines: dict[int, BusinessCalendar]
+
+    @classmethod
+    def load(cls, user_ids: Iterable[Any]) -> QuietHours:
+        users = set(user_ids)
+        default = calendars.default_calendar_id()
+        team_calendars = calendars.team_calendar_ids(default)
+        calendar_of: dict[Any, int | None] = {}
+        managed = Team.objects.filter(manager__in=users).order_by("pk")
+        for manager, team in managed.values_list("manager_id", "pk"):
+            calendar_of.setdefault(manager, team_calendars.get(team, default))
+        # Through the relation, not the through table: its column is named after the user model.
+        member = Team.objects.filter(members__in=users).order_by("pk")
+        for user, team in member.values_list("members", "pk"):
+            calendar_of.setdefault(user, team_calendars.get(team, default))
+        ids = {c for c in calendar_of.values() if c is not None}
+        if default is not None:
+            ids.add(default)
+        return cls(calendar_of, default, calendars.load(ids))
+
+    def deliver_after(self, user_id: Any, now: datetime, *, critical: bool) -> datetime:
+        """``now`` for a critical message or inside working hours, else the next opening."""
+        if critical:
+            return now
+        calendar_id = self.calendar_of.get(user_id, self.default_calendar)
+        engine = self.engines.get(calendar_id) if calendar_id is not None else None
+        return next_opening(engine, now) if engine is not None else now
+
+
+def _label(value: int | None) -> str:
+    return str(Severity(value).label) if value else ""
+
+
+def _alert_rows(
+    alert_id: int,
+    recipient_id: Any,
+    kind: str,
+    key: str,
+    subject: str,
+    body: str,
+    now: datetime,
+    deliver_after: datetime,
+    escalation: Escalation | None = None,
+) -> list[Notification]:
+    common: dict[str, Any] = {
+        "alert_id": alert_id,
+        "recipient_id": recipient_id,
+        "escalation": escalation,
+        "kind": kind,
+        "dedupe_key": key,
+        "subject": subject[:255],
+        "body": body,
+        "created_at": now,
+    }
+    rows = [
+        Notification(channel=NotificationChannel.INBOX, deliver_after=now, sent_at=now, **common)
+    ]
+    if app_settings.NOTIFY_EMAIL:
+        rows.append(
+            Notification(channel=NotificationChannel.EMAIL, deliver_after=deliver_after, **common)
+        )
+    return rows
+
+
+def _minimum() -> Severity:
+    try:
+        level = severity.named(app_settings.NOTIFY_MIN_SEVERITY)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"FOLLOWUP_VISIBILITY_NOTIFY_MIN_SEVERITY: {exc}") from None
+    return level
+
+
+def pending_alerts(now: datetime) -> QuerySet[Any]:
+    """Open, owned alerts severe enough to notify, with no notification for their current key.
+
+    Annotated with ``severity`` and ``notify_key``: ``alert:<severity>:<round>``, where the
+    round is ``floor((now - raised_at) / NOTIFY_REPEAT)``. The same alert at the same severity
+    has the same key for a whole round, so it is sent once per round; a new severity is news.
+    """
+    repeat = app_settings.NOTIFY_REPEAT
+    if repeat.total_seconds() <= 0:
+        raise ImproperlyConfigured("FOLLOWUP_VISIBILITY_NOTIFY_REPEAT must be positive.")
+    since = severity.Micros(
+        severity.duration(Value(now, output_field=DateTimeField()) - F("raised_at"))
+    )
+    round_ = Cast(Floor(since / Value(float(severity.micros(repeat)))), IntegerField())
+    candidates = severity.at_least(
+        Alert.objects.filter(
+            status=AlertStatus.OPEN,
+            opportunity__owner__isnull=False,
+            due_at__lte=now,
+            raised_at__lte=now,
+        ),
+        _minimum(),
+        now,
+    )
+    return candidates.annotate(
+        notify_key=Concat(
+            Value("alert:"),
+            Cast(F("severity"), CharField()),
+            Value(":"),
+            Cast(round_, CharField()),
+            output_field=CharField(),
+        )
+    ).filter(
+        ~Exists(
+            Notification.objects.filter(
+                alert=OuterRef("pk"),
+                recipient=OuterRef("opportunity__owner"),
+                channel=NotificationChannel.INBOX,
+                dedupe_key=OuterRef("notify_key"),
+            )
+        )
+    )
+
+
+def notify_alerts(now: datetime, *, batch: int = 2000) -> int:
+    """Notify owners of open alerts at or above ``NOTIFY_MIN_SEVERITY``; return how many.
+
+    Each gets an inbox message and, with ``NOTIFY_EMAIL``, an email (held until the owner's
+    working hours unless the alert is critical). Only alerts without a notification for
+    their current key are read, so a pass costs in proportion to what is new.
+    """
+    created, last_pk = 0, 0
+    while True:
+        rows = list(
+            pending_alerts(now)
+            .filter(pk__gt=last_pk)
+            .order_by("pk")
+            .values_list(
+                "pk",
+                "opportunity__owner",
+                "severity",
+                "notify_key",
+                "signal",
+                "due_at",
+                "opportunity__title",
+                "opportunity_id",
+            )[:batch]
+        )
+        if not rows:
+            return created
+        last_pk = rows[-1][0]
+        quiet = QuietHours.load({row[1] for row in rows})
+        notes: list[Notification] = []
+        for pk, owner, level, key, signal, due_at, title, opp_id in rows:
+            what = _("%(signal)s on %(title)s") % {
+                "signal": Signal(signal).label,
+                "title": title or _("opportunity %(pk)s") % {"pk": opp_id},
+            }
+            subject = f"{_label(level)}: {what}"
+            body = _("%(what)s: due since %(due)s UTC, nobody has acted yet.") % {
+                "what": what,
+                "due": f"{due_at.astimezone(UTC):%Y-%m-%d %H:%M}",
+            }
+            critical = level == Severity.CRITICAL
+            after = quiet.deliver_after(owner, now, critical=critical)
+            notes += _alert_rows(pk, owner, NotificationKind.ALERT, key, subject, body, now, after)
+        # The unique key makes a concurrent pass's rows and ours one set.
+        Notification.objects.bulk_create(notes, ignore_conflicts=True)
+        created += len(rows)
+
+
+def notify_escalation(
+    escalation: Escalation, now: datetime, *, quiet: QuietHours | None = None
+) -> int:
+    """Tell the manager an alert was escalated to them (inbox, and email); return rows made.
+
+    The dedupe key is ``escalation:<level>``: each level notifies its recipient once.
+    """
+    recipient = escalation.recipient_id
+    if recipient is None:
+        return 0
+    alert = escalation.alert
+    opp = alert.opportunity
+    level = severity.of_alert(alert, now)
+    what = _("%(signal)s on %(title)s") % {
+        "signal": alert.get_signal_display(),
+        "title": opp.title or _("opportunity %(pk)s") % {"pk": opp.pk},
+    }
+    subject = _("Escalated to you (level %(n)d): %(what)s") % {"n": escalation.level, "what": what}
+    owner = opp.owner.get_username() if opp.owner is not None else _("nobody")
+    body = _(
+        "%(what)s has been due since %(due)s UTC and is still not acknowledged. "
+        "Owner: %(owner)s. Severity: %(severity)s."
+    ) % {
+        "what": what,
+        "due": f"{alert.due_at.astimezone(UTC):%Y-%m-%d %H:%M}",
+        "owner": owner,
+        "severity": _label(level).lower() or "-",
+    }
+    quiet = quiet or QuietHours.load([recipient])
+    after = quiet.deliver_after(recipient, now, critical=level == Severity.CRITICAL)
+    rows = _alert_rows(
+        alert.pk,
+        recipient,
+        NotificationKind.ESCALATION,
+        f"escalation:{escalation.level}",
+        subject,
+        body,
+        now,
+        after,
+        escalation=escalation,
+    )
+    Notification.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
+
+
+def _digest(notes: Sequence[Notification]) -> tuple[str, str]:
+    count = len(notes)
+    subject = ngettext("%(n)d follow-up needs you", "%(n)d follow-ups need you", count) % {
+        "n": count
+    }
+    lines = [subject + ":", ""]
+    for note in notes:
+        lines += [f"- {note.subject}", f"  {note.body}", ""]
+    return subject, "\n".join(lines).rstrip() + "\n"
+
+
+def _mark(notes: Sequence[Notification], now: datetime, note: str = "") -> None:
+    for row in notes:
+        row.sent_at = now
+        if note:
+            row.body = f"{row.body}\n\n{note}".strip()
+
+
+def deliver(now: datetime, *, recipients_per_batch: int = 100) -> int:
+    """Email what is due: one digest per recipient per pass; return how many emails went out.
+
+    Pending email rows are claimed with ``SELECT ... FOR UPDATE SKIP LOCKED`` so overlapping
+    passes never send the same row twice. Rows are marked sent without an email, with a note
+    in their body, when the recipient has no email address (:data:`NO_ADDRESS_NOTE`; the
+    inbox has the message) or the alert was closed while the email waited for working hours
+    (:data:`CLOSED_NOTE`). A recipient whose email fails stays pending for the next pass.
+    """
+    due = Notification.objects.filter(
+        channel=NotificationChannel.EMAIL, sent_at__isnull=True, deliver_after__lte=now
+    )
+    recipients = list(
+        due.order_by("recipient_id").values_list("recipient_id", flat=True).distinct()
+    )
+    email_field = get_user_model().get_email_field_name()
+    sent = 0
+    for start in range(0, len(recipients), recipients_per_batch):
+        chunk = recipients[start : start + recipients_per_batch]
+        with transaction.atomic():
+            claimed = list(
+                due.filter(recipient_id__in=chunk)
+                .select_for_update(skip_locked=True, of=("self",))
+                .select_related("recipient", "alert")
+                .order_by("recipient_id", "created_at", "pk")
+            )
+            by_recipient: dict[Any, list[Notification]] = {}
+            done: list[Notification] = []
+            for row in claimed:
+                if row.alert.status in ACTIVE_ALERT_STATUSES:
+                    by_recipient.setdefault(row.recipient_id, []).append(row)
+                else:
+                    _mark([row], now, CLOSED_NOTE)
+                    done.append(row)
+            for notes in by_recipient.values():
+                address = getattr(notes[0].recipient, email_field, "") or ""
+                if not address:
+                    _mark(notes, now, NO_ADDRESS_NOTE)
+                    done += notes
+                    continue
+                subject, body = _digest(notes)
+                try:
+                    EmailMessage(subject, body, to=[address]).send()
+                except Exception:
+                    # One recipient's failure must not hold back the others; this one retries.
+                    logger.exception("could not email %d notifications to %s", len(notes), address)
+                    continue
+                _mark(notes, now)
+                done += notes
+                sent += 1
+            Notification.objects.bulk_update(done, ["sent_at", "body"])
+    return sent
+
+
+def inbox(user: Any) -> QuerySet[Notification]:
+    """``user``'s in-app messages, newest first."""
+    return Notification.objects.filter(recipient=user, channel=NotificationChannel.INBOX)
+
+
+def mark_read(notification_ids: Iterable[int], user: Any, now: datetime) -> int:
+    """Mark these inbox messages read, only those that are ``user``'s; return how many."""
+    return (
+        inbox(user).filter(pk__in=list(notification_ids), read_at__isnull=True).update(read_at=now)
+    )

@@ -1,0 +1,290 @@
+"""Notifications: once per key and round, held for quiet hours, emailed as one digest."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.core import mail
+from django.db import connection
+from django.test import override_settings
+
+from followup_visibility import alerts, notifications, severity, sweep
+from followup_visibility.choices import NotificationChannel, NotificationKind, Severity, Signal
+from followup_visibility.models import Alert, Notification, Segment, TrackedOpportunity
+from tests.conftest import postgres_only
+from tests.factories_sla import install_defaults, lead_at, make_calendar, make_team, ny, opportunity
+
+HOUR = timedelta(hours=1)
+LONG = 200 * HOUR
+DURATIONS: dict[str, timedelta | None] = {
+    "first_response": HOUR,
+    "never_contacted": LONG,
+    "reply": LONG,
+    "call_retry": LONG,
+    "next_action_grace": LONG,
+    "no_next_action": LONG,
+    "stale": LONG,
+    "owner_assignment": LONG,
+    "handoff_acceptance": LONG,
+}
+#: Monday 2 March 2026 in New York (calendar 9-17): arrives 10:00, first response due 11:00.
+#: The SLA spans one hour, so the alert is high from 12:00 and critical from 14:00.
+ARRIVAL, DUE = ny(3, 2, 10), ny(3, 2, 11)
+HIGH_AT, CRITICAL_AT = ny(3, 2, 12), ny(3, 2, 14)
+
+
+@dataclass
+class Setup:
+    rep: Any
+    make_user: Callable[..., Any]
+
+
+@pytest.fixture
+def setup(db: Any, make_user: Callable[..., Any]) -> Setup:
+    install_defaults(durations=DURATIONS)
+    rep = make_user("rep", email="rep@example.com")
+    make_team("sales", members=[rep])
+    return Setup(rep, make_user)
+
+
+def alert_for(owner: Any, arrival: datetime = ARRIVAL) -> Alert:
+    """A lead's first-response alert, raised by the sweep when it fell due."""
+    lead = lead_at(arrival, owner=owner, team="sales")
+    sweep.sweep(arrival + HOUR, full=True)
+    return Alert.objects.get(opportunity=opportunity(lead), signal=Signal.NO_FIRST_RESPONSE)
+
+
+def notes_of(alert: Alert) -> list[tuple[str, str]]:
+    return sorted(Notification.objects.filter(alert=alert).values_list("channel", "dedupe_key"))
+
+
+def test_an_unchanged_alert_is_notified_once(setup: Setup) -> None:
+    alert = alert_for(setup.rep)
+    assert notifications.notify_alerts(HIGH_AT - timedelta(seconds=1)) == 0  # still medium
+    assert notifications.notify_alerts(HIGH_AT) == 1
+    assert notifications.notify_alerts(HIGH_AT + HOUR / 2) == 0
+    assert notes_of(alert) == [("email", "alert:3:0"), ("inbox", "alert:3:0")]
+    inbox = Notification.objects.get(alert=alert, channel=NotificationChannel.INBOX)
+    assert inbox.recipient == setup.rep and inbox.kind == NotificationKind.ALERT
+    assert inbox.sent_at == inbox.created_at == inbox.deliver_after == HIGH_AT
+    assert inbox.subject.startswith("High: No first response")
+
+
+def test_a_severity_change_is_news(setup: Setup) -> None:
+    alert = alert_for(setup.rep)
+    notifications.notify_alerts(HIGH_AT)
+    assert notifications.notify_alerts(CRITICAL_AT - timedelta(seconds=1)) == 0
+    assert notifications.notify_alerts(CRITICAL_AT) == 1
+    assert [k for c, k in notes_of(alert) if c == "inbox"] == ["alert:3:0", "alert:4:0"]
+
+
+@override_settings(FOLLOWUP_VISIBILITY_NOTIFY_REPEAT=2 * HOUR)
+def test_an_alert_is_sent_again_after_the_repeat_interval(setup: Setup) -> None:
+    alert = alert_for(setup.rep)  # raised at 11:00: rounds change at 13:00, 15:00, ...
+    assert notifications.notify_alerts(HIGH_AT) == 1
+    assert notifications.notify_alerts(ny(3, 2, 12, 59)) == 0
+    assert notifications.notify_alerts(ny(3, 2, 13)) == 1
+    assert notifications.notify_alerts(ny(3, 2, 13, 30)) == 0
+    assert [k for c, k in notes_of(alert) if c == "inbox"] == ["alert:3:0", "alert:3:1"]
+
+
+def test_the_key_in_sql_is_the_documented_formula(setup: Setup) -> None:
+    alert = alert_for(setup.rep)
+    now = ny(3, 3, 15, 17)
+    (row,) = notifications.pending_alerts(now).values_list("notify_key", flat=True)
+    level = severity.of_alert(alert, now)
+    assert row == f"alert:{int(level)}:{(now - alert.raised_at) // timedelta(hours=24)}"
+    assert row == "alert:4:1"
+
+
+@override_settings(FOLLOWUP_VISIBILITY_NOTIFY_MIN_SEVERITY="critical")
+def test_only_alerts_as_severe_as_the_setting_notify(setup: Setup) -> None:
+    alert_for(setup.rep)
+    assert notifications.notify_alerts(HIGH_AT) == 0
+    assert notifications.notify_alerts(CRITICAL_AT) == 1
+
+
+@override_settings(FOLLOWUP_VISIBILITY_NOTIFY_EMAIL=False)
+def test_without_email_only_the_inbox_is_written(setup: Setup) -> None:
+    alert = alert_for(setup.rep)
+    notifications.notify_alerts(HIGH_AT)
+    assert notes_of(alert) == [("inbox", "alert:3:0")]
+
+
+def test_only_open_owned_alerts_notify(setup: Setup) -> None:
+    acknowledged = alert_for(setup.rep)
+    alerts.acknowledge(acknowledged, by=setup.rep, now=DUE)
+    unowned = alert_for(None)
+    assert unowned.signal == Signal.NO_FIRST_RESPONSE
+    assert notifications.notify_alerts(CRITICAL_AT) == 0
+    assert not Notification.objects.exists()
+
+
+def test_quiet_hours_hold_a_non_critical_email_until_the_next_opening(
+    setup: Setup, mailoutbox: list[mail.EmailMessage]
+) -> None:
+    # Both fall due at 17:00, when the office closes; at 18:00 one is high, the other critical
+    # because its segment's intent triples its lateness.
+    plain = alert_for(setup.rep, ny(3, 2, 16))
+    keen = alert_for(setup.rep, ny(3, 2, 16))
+    hot = Segment.objects.create(code="hot", name="Hot", intent_weight=Decimal("3.00"))
+    TrackedOpportunity.objects.filter(pk=keen.opportunity_id).update(segment=hot)
+    evening = ny(3, 2, 18)
+    assert notifications.notify_alerts(evening) == 2
+
+    def email(alert: Alert) -> Notification:
+        return Notification.objects.get(alert=alert, channel=NotificationChannel.EMAIL)
+
+    assert email(plain).subject.startswith("High") and email(keen).subject.startswith("Critical")
+    assert email(plain).deliver_after == ny(3, 3, 9)
+    assert email(keen).deliver_after == evening
+    assert Notification.objects.filter(channel="inbox", deliver_after=evening).count() == 2
+
+    assert notifications.deliver(evening) == 1
+    assert len(mailoutbox) == 1 and "Critical" in mailoutbox[0].body
+    assert notifications.deliver(ny(3, 3, 8, 59)) == 0
+    assert notifications.deliver(ny(3, 3, 9)) == 1
+    assert "High" in mailoutbox[1].body
+    assert email(plain).sent_at == ny(3, 3, 9)
+
+
+def test_quiet_hours_follow_the_recipients_own_calendar(setup: Setup) -> None:
+    london = make_calendar("London", "Europe/London")
+    abroad = setup.make_user("abroad", email="abroad@example.com")
+    make_team("emea", calendar=london, members=[abroad])
+    alert = alert_for(abroad, ny(3, 2, 16))  # a New York opportunity, a London owner
+    notifications.notify_alerts(ny(3, 2, 18))  # 23:00 in London
+    email = Notification.objects.get(alert=alert, channel=NotificationChannel.EMAIL)
+    assert email.deliver_after == datetime(2026, 3, 3, 9, 0, tzinfo=UTC)  # 09:00 in London
+
+
+def test_a_digest_groups_a_recipients_notifications_into_one_email(
+    setup: Setup, mailoutbox: list[mail.EmailMessage]
+) -> None:
+    made = [alert_for(setup.rep) for _ in range(3)]
+    other = setup.make_user("other", email="other@example.com")
+    alert_for(other)
+    assert notifications.notify_alerts(HIGH_AT) == 4
+    assert notifications.deliver(HIGH_AT) == 2
+    assert len(mailoutbox) == 2
+    (digest,) = [m for m in mailoutbox if m.to == ["rep@example.com"]]
+    assert digest.subject == "3 follow-ups need you"
+    assert digest.body.count("High: No first response") == 3
+    (single,) = [m for m in mailoutbox if m.to == ["other@example.com"]]
+    assert single.subject == "1 follow-up needs you"
+    assert not Notification.objects.filter(channel="email", sent_at__isnull=True).exists()
+    assert Notification.objects.filter(alert__in=made, sent_at=HIGH_AT).count() == 6
+    assert notifications.deliver(HIGH_AT + HOUR) == 0
+    assert len(mailoutbox) == 2
+
+
+def test_a_recipient_without_an_address_keeps_the_inbox_only(
+    setup: Setup, mailoutbox: list[mail.EmailMessage]
+) -> None:
+    mute = setup.make_user("mute", email="")
+    alert = alert_for(mute)
+    notifications.notify_alerts(HIGH_AT)
+    assert notifications.deliver(HIGH_AT) == 0
+    assert mailoutbox == []
+    email = Notification.objects.get(alert=alert, channel=NotificationChannel.EMAIL)
+    assert email.sent_at == HIGH_AT and notifications.NO_ADDRESS_NOTE in email.body
+    inbox = Notification.objects.get(alert=alert, channel=NotificationChannel.INBOX)
+    assert inbox.read_at is None and notifications.NO_ADDRESS_NOTE not in inbox.body
+
+
+def test_a_failed_email_stays_pending_and_others_go_out(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = setup.make_user("broken", email="broken@example.com")
+    alert_for(broken)
+    alert_for(setup.rep)
+    notifications.notify_alerts(HIGH_AT)
+    original = mail.EmailMessage.send
+
+    def send(message: mail.EmailMessage, fail_silently: bool = False) -> int:
+        if message.to == ["broken@example.com"]:
+            raise OSError("connection refused")
+        return original(message, fail_silently)
+
+    monkeypatch.setattr(mail.EmailMessage, "send", send)
+    assert notifications.deliver(HIGH_AT) == 1
+    pending = Notification.objects.filter(channel="email", sent_at__isnull=True)
+    assert list(pending.values_list("recipient", flat=True)) == [broken.pk]
+    monkeypatch.undo()
+    assert notifications.deliver(HIGH_AT + HOUR) == 1
+    assert not pending.exists()
+
+
+def test_mark_read_touches_only_the_users_own_inbox(setup: Setup) -> None:
+    other = setup.make_user("other", email="other@example.com")
+    mine, theirs = alert_for(setup.rep), alert_for(other)
+    notifications.notify_alerts(HIGH_AT)
+    ids = list(Notification.objects.values_list("pk", flat=True))
+    assert notifications.mark_read(ids, setup.rep, HIGH_AT + HOUR) == 1
+    read = Notification.objects.filter(read_at__isnull=False)
+    assert list(read.values_list("alert", "channel", "read_at")) == [
+        (mine.pk, "inbox", HIGH_AT + HOUR)
+    ]
+    assert notifications.mark_read(ids, setup.rep, HIGH_AT + 2 * HOUR) == 0
+    assert not Notification.objects.filter(alert=theirs, read_at__isnull=False).exists()
+    assert list(notifications.inbox(other).values_list("alert", flat=True)) == [theirs.pk]
+
+
+def test_severity_names_in_subjects_match_the_levels(setup: Setup) -> None:
+    alert = alert_for(setup.rep)
+    notifications.notify_alerts(CRITICAL_AT)
+    note = Notification.objects.get(alert=alert, channel="inbox")
+    assert note.subject.startswith(str(Severity.CRITICAL.label))
+
+
+def test_an_email_held_overnight_is_dropped_if_the_alert_closes_meanwhile(
+    setup: Setup, mailoutbox: list[mail.EmailMessage]
+) -> None:
+    alert = alert_for(setup.rep, ny(3, 2, 16))
+    notifications.notify_alerts(ny(3, 2, 18))
+    alerts.resolve(alert, evidence="Called from my mobile", by=setup.rep, now=ny(3, 2, 19))
+    assert notifications.deliver(ny(3, 3, 9)) == 0
+    assert mailoutbox == []
+    email = Notification.objects.get(alert=alert, channel=NotificationChannel.EMAIL)
+    assert email.sent_at == ny(3, 3, 9) and notifications.CLOSED_NOTE in email.body
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_overlapping_passes_notify_and_email_once(
+    make_user: Callable[..., Any], mailoutbox: list[mail.EmailMessage]
+) -> None:
+    install_defaults(durations=DURATIONS)  # transactional tests start from an empty database
+    owners = [make_user(f"rep{i}", email=f"rep{i}@example.com") for i in range(5)]
+    for owner in owners:
+        for _ in range(3):
+            lead_at(ARRIVAL, owner=owner)
+    sweep.sweep(DUE, full=True)
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            notifications.notify_alerts(HIGH_AT, batch=4)
+            notifications.deliver(HIGH_AT, recipients_per_batch=2)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert Notification.objects.count() == 30  # 15 alerts x (inbox, email)
+    assert sorted(m.to[0] for m in mailoutbox) == sorted(o.email for o in owners)
+    assert {m.subject for m in mailoutbox} == {"3 follow-ups need you"}
