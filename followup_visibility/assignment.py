@@ -15,8 +15,8 @@ from typing import Any
 
 from django.db import transaction
 
-from followup_visibility.choices import Direction, SegmentSource
-from followup_visibility.models import Segment, SegmentRule, Team, Touch, TrackedOpportunity
+from followup_visibility.choices import AlertStatus, Direction, SegmentSource
+from followup_visibility.models import Alert, Segment, SegmentRule, Team, Touch, TrackedOpportunity
 
 ASSIGNED_FIELDS = ["team", "segment", "segment_source"]
 
@@ -133,7 +133,7 @@ def assign(
     # A lead and its deal in one batch (a touch on their chain): decide the lead first, so
     # that the deal inherits its new segment rather than the stored one.
     batch: dict[Any, TrackedOpportunity] = {opp.pk: opp for opp in opps if opp.pk is not None}
-    changed = []
+    changed, moved = [], []
     for opp in sorted(opps, key=lambda o: _chain_depth(o, batch)):
         before = (opp.team_id, opp.segment_id, opp.segment_source)
         opp.team_id = org.team_by_key.get(opp.team_key) if opp.team_key else None
@@ -151,6 +151,14 @@ def assign(
             )
         if (opp.team_id, opp.segment_id, opp.segment_source) != before:
             changed.append(opp)
+            if opp.pk is not None and opp.team_id != before[0]:
+                moved.append(opp.pk)
+    if moved:
+        # Another team may have another escalation policy and calendar: plan again. The
+        # recipient is resolved when a level fires anyway, as the teams are then.
+        Alert.objects.filter(opportunity_id__in=moved, status=AlertStatus.OPEN).update(
+            escalation_planned=False, escalate_at=None
+        )
     return changed
 
 

@@ -31,7 +31,14 @@ from followup_visibility.models import (
 )
 from followup_visibility.sync import sync_objects
 from tests.conftest import postgres_only
-from tests.factories_sla import install_defaults, lead_at, make_team, ny, opportunity
+from tests.factories_sla import (
+    change_host,
+    install_defaults,
+    lead_at,
+    make_team,
+    ny,
+    opportunity,
+)
 
 HOUR = timedelta(hours=1)
 SECOND = timedelta(seconds=1)
@@ -363,3 +370,20 @@ def test_overlapping_fire_passes_record_each_level_once(make_user: Callable[...,
     assert set(Alert.objects.values_list("escalation_level", flat=True)) == {2}
     # Two notifications (inbox, email) per step, none twice.
     assert Notification.objects.count() == 120
+
+
+def test_moving_to_another_team_plans_escalation_under_its_policy(org: Org) -> None:
+    alert = raised(org)
+    escalation.plan(DUE)
+    assert fresh(alert).escalate_at == LEVEL_1
+    east = make_team("east")
+    escalation.create_policy("East", [HOUR / 2], team=east, now=DUE)
+    lead = Lead.objects.get(pk=alert.opportunity.object_pk)
+    change_host(lead, DUE + SECOND, team="east")
+    moved = fresh(alert)
+    assert moved.opportunity.team_id == east.pk
+    assert (moved.escalation_planned, moved.escalate_at) == (False, None)
+    escalation.plan(DUE + SECOND)
+    # Half a business hour past due (Monday 17:00) under the east team's policy: Tuesday
+    # 09:30, not the default's 10:00.
+    assert fresh(alert).escalate_at == ny(3, 3, 9, 30) < LEVEL_1
