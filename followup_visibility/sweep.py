@@ -117,10 +117,14 @@ def due(
         if ended:
             recent |= suppression.matching_q(ended, now)
         for target, sources in inhibitions().items():
-            cleared = Alert.objects.filter(
-                signal__in=sources, status=AlertStatus.RESOLVED, resolved_at__gt=since
-            ).values("opportunity_id")
-            recent |= Q(signal=target, opportunity_id__in=cleared)
+            # Fetched first: as a subquery PostgreSQL scans the whole deadline index for it.
+            cleared = list(
+                Alert.objects.filter(
+                    signal__in=sources, status=AlertStatus.RESOLVED, resolved_at__gt=since
+                ).values_list("opportunity_id", flat=True)
+            )
+            if cleared:
+                recent |= Q(signal=target, opportunity_id__in=cleared)
         qs = qs.filter(recent)
     if first is not None:
         qs = qs.filter(opportunity_id__gte=first, opportunity_id__lte=last)
@@ -300,10 +304,19 @@ def _record_history(cursor: Any, now: datetime) -> None:
 # Passes ----------------------------------------------------------------------------------
 
 
+def _no_jit() -> None:
+    """PostgreSQL would JIT-compile the sweep's statements every pass (their estimated cost is
+    high, their real work small when steady): measured at 0.8 s of a 1 s steady pass at 1M."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL jit = off")
+
+
 def _lock(wait: bool) -> bool:
     """Take the sweep's advisory lock for this transaction (PostgreSQL only)."""
     if connection.vendor != "postgresql":
         return True
+    _no_jit()
     with connection.cursor() as cursor:
         if wait:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
@@ -404,6 +417,7 @@ def run_chunk(run_id: int, first: Any, last: Any, now: datetime) -> tuple[int, i
     again, so after a retry ``examined`` and ``chunks_done`` may exceed the real figures.
     """
     with transaction.atomic():
+        _no_jit()
         run = SweepRun.objects.get(pk=run_id)
         since = None
         if not run.full and (last_until := _last_finished(run.swept_until, run.pk)) is not None:
