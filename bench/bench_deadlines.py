@@ -31,12 +31,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock
-from pathlib import Path
 from typing import Any, TypeVar
 
-REPO = Path(__file__).resolve().parent.parent
+import _database  # bench/ is on sys.path when a script runs
+
 TARGET_PER_S = 100_000  # issue requirement: deadlines computed per second
-EXAMPLE_URL = "postgres://postgres@127.0.0.1:5432/followup_bench"
 DAY = timedelta(days=1)
 
 _T = TypeVar("_T")
@@ -78,42 +77,7 @@ def timed(fn: Callable[[], _T]) -> tuple[_T, float]:
 
 
 def configure() -> None:
-    """Django on the PostgreSQL database of DATABASE_URL, dropped and created afresh."""
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgres://", "postgresql://")):
-        sys.exit(
-            "bench_deadlines.py runs on PostgreSQL only, not SQLite (the figures are for the "
-            "production database). Set DATABASE_URL, e.g.\n"
-            f"  DATABASE_URL={EXAMPLE_URL} .venv/bin/python bench/bench_deadlines.py"
-        )
-    sys.path.insert(0, str(REPO))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
-    os.environ.setdefault("DJANGO_DEBUG", "0")  # DEBUG keeps a log of every query
-
-    import django
-    from django.conf import settings
-
-    django.setup()
-    db = settings.DATABASES["default"]
-    if db["ENGINE"] != "django.db.backends.postgresql":
-        sys.exit(f"bench_deadlines.py runs on PostgreSQL only, not {db['ENGINE']}.")
-    if "bench" not in db["NAME"]:
-        sys.exit(f"refusing to drop database {db['NAME']!r}: its name must contain 'bench'.")
-
-    import psycopg
-    from psycopg import sql
-
-    params = {"host": db["HOST"], "port": db["PORT"], "user": db["USER"], "dbname": "postgres"}
-    if db["PASSWORD"]:
-        params["password"] = db["PASSWORD"]
-    with psycopg.connect(**params, autocommit=True) as conn:
-        name = sql.Identifier(db["NAME"])
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
-
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    _database.configure("bench_deadlines.py")
 
 
 @contextmanager

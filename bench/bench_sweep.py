@@ -46,11 +46,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from pathlib import Path
 from typing import Any, TypeVar
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLE_URL = "postgres://postgres@127.0.0.1:5432/followup_bench"
+import _database  # bench/ is on sys.path when a script runs
+
 MINUTE = timedelta(minutes=1)
 # The first sweep's clock. Fixed, so that runs are comparable; the sweep never reads the wall
 # clock, and nothing seeded here depends on it.
@@ -86,42 +85,7 @@ def timed(fn: Callable[[], _T]) -> tuple[_T, float]:
 
 
 def configure() -> None:
-    """Django on the PostgreSQL database of DATABASE_URL, dropped and created afresh."""
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgres://", "postgresql://")):
-        sys.exit(
-            "bench_sweep.py runs on PostgreSQL only, not SQLite (the figures are for the "
-            "production database). Set DATABASE_URL, e.g.\n"
-            f"  DATABASE_URL={EXAMPLE_URL} .venv/bin/python bench/bench_sweep.py"
-        )
-    sys.path.insert(0, str(REPO))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
-    os.environ.setdefault("DJANGO_DEBUG", "0")  # DEBUG keeps a log of every query
-
-    import django
-    from django.conf import settings
-
-    django.setup()
-    db = settings.DATABASES["default"]
-    if db["ENGINE"] != "django.db.backends.postgresql":
-        sys.exit(f"bench_sweep.py runs on PostgreSQL only, not {db['ENGINE']}.")
-    if "bench" not in db["NAME"]:
-        sys.exit(f"refusing to drop database {db['NAME']!r}: its name must contain 'bench'.")
-
-    import psycopg
-    from psycopg import sql
-
-    params = {"host": db["HOST"], "port": db["PORT"], "user": db["USER"], "dbname": "postgres"}
-    if db["PASSWORD"]:
-        params["password"] = db["PASSWORD"]
-    with psycopg.connect(**params, autocommit=True) as conn:
-        name = sql.Identifier(db["NAME"])
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
-
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    _database.configure("bench_sweep.py")
 
 
 def table(model: Any) -> str:
