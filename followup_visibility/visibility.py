@@ -36,39 +36,31 @@ def managed_team_ids(user: Any) -> set[int]:
     return found
 
 
-def scope_q(user: Any, prefix: str = "") -> Q:
-    """The ``Q`` of opportunities ``user`` may see, written from a model ``prefix`` away."""
+def scope_q(user: Any) -> Q:
+    """The ``Q`` of the opportunities ``user`` may see."""
     if sees_everything(user):
         return Q()
     if not user.is_active or user.pk is None:
         return Q(pk__in=[])
-    q = Q(**{f"{prefix}owner": user})
+    q = Q(owner=user)
     teams = managed_team_ids(user)
     if teams:
-        q |= Q(**{f"{prefix}team__in": teams}) | Q(**{f"{prefix}owner__followup_teams__in": teams})
+        q |= Q(team__in=teams) | Q(owner__followup_teams__in=teams)
     return q
 
 
 def opportunities_for(user: Any) -> QuerySet[TrackedOpportunity]:
-    # The membership join can repeat a row; the pk subquery keeps the queryset flat.
-    q = scope_q(user)
-    if not q:
-        return TrackedOpportunity.objects.all()
-    return TrackedOpportunity.objects.filter(
-        pk__in=TrackedOpportunity.objects.filter(q).values("pk")
-    )
+    return restrict(TrackedOpportunity.objects.all(), user)
 
 
 def alerts_for(user: Any) -> QuerySet[Alert]:
-    q = scope_q(user)
-    if not q:
-        return Alert.objects.all()
-    return Alert.objects.filter(opportunity__in=TrackedOpportunity.objects.filter(q).values("pk"))
+    return restrict(Alert.objects.all(), user, "opportunity")
 
 
 def restrict(queryset: QuerySet[Any], user: Any, path: str = "") -> QuerySet[Any]:
     """``queryset`` limited to what ``user`` may see; ``path`` leads to the opportunity."""
     if sees_everything(user):
         return queryset
+    # The membership join can repeat a row; a key subquery keeps the queryset flat.
     visible = TrackedOpportunity.objects.filter(scope_q(user)).values("pk")
     return queryset.filter(**{f"{path or 'pk'}__in": visible})

@@ -197,9 +197,7 @@ class EscalationAdmin(ReadOnlyAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Escalation]:
         queryset: QuerySet[Escalation] = super().get_queryset(request)
-        if visibility.sees_everything(request.user):
-            return queryset
-        return queryset.filter(alert__in=visibility.alerts_for(request.user).values("pk"))
+        return visibility.restrict(queryset, request.user, "alert__opportunity")
 
     @admin.display(description=_("alert"), ordering="alert")
     def alert_link(self, obj: Escalation) -> str:
