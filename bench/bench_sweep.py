@@ -18,7 +18,9 @@ Measured, in one run, each against the issue's target:
   with the alert tables truncated and a CHECKPOINT before each (target: at most 1.5x the floor);
 - steady passes, the clock moved one minute each time; in each minute, of ``--recomputes``
   deadlines picked at random, those not due yet are rewritten as a recompute would (moved a
-  day later, ``computed_at`` set) (target: median at most 50 ms);
+  day later, ``computed_at`` set) (target: median at most 50 ms). Before them, one alert in
+  ``--snoozed`` (50) is snoozed, some until a time that falls during the passes, and 101
+  suppression rules hold alerts, so the passes' housekeeping has a live register to read;
 - a full re-check with nothing new (no target; printed), and a chunked full pass when
   ``sweep.start``/``sweep.run_chunk`` exist;
 - a naive per-row ORM loop (select the due deadlines; per deadline, ask whether an active alert
@@ -373,6 +375,43 @@ def explained(title: str, fn: Callable[[], Any], min_ms: float) -> None:
     explainer.report(min_ms)
 
 
+def housekeeping_load(now: datetime, snoozed_share: int) -> str:
+    """What a live register holds besides open alerts, so that a steady pass's housekeeping
+    has work to look at: one alert in ``snoozed_share`` snoozed (half until a time within
+    the next two days, so some wake during the steady passes; a quarter each until the
+    customer replies or the stage changes), a suppression rule over one team's stale
+    alerts, and 100 per-opportunity rules as a bulk action makes them. Untimed."""
+    from django.contrib.auth import get_user_model
+
+    from followup_visibility import suppression
+    from followup_visibility.models import Alert, Team, TrackedOpportunity
+
+    snoozed = run_sql(
+        f"""
+        UPDATE {table(Alert)} a
+        SET status = 'snoozed', snoozed_at = %s, snooze_reason = 'bench',
+            snoozed_until = %s + (a.id / %s %% 2880) * interval '1 minute',
+            snooze_condition = (ARRAY['', 'customer_replies', '', 'stage_changes'])[1 + a.id %% 4],
+            snooze_stage = o.stage
+        FROM {table(TrackedOpportunity)} o
+        WHERE o.id = a.opportunity_id AND a.status = 'open' AND a.id %% %s = 7
+        """,
+        [now, now, snoozed_share, snoozed_share],
+    )
+    user = get_user_model().objects.order_by("pk").first()
+    team = Team.objects.order_by("pk").first()
+    assert team is not None
+    suppression.create(comment="bench: team rule", by=user, now=now, team=team, signal="stale")
+    picked = TrackedOpportunity.objects.order_by("pk").values_list("pk", flat=True)[:100_000:1000]
+    suppression.suppress_opportunities(picked, comment="bench: bulk", by=user, now=now)
+    held = Alert.objects.filter(status="suppressed").count()
+    run_sql(f"VACUUM ANALYZE {table(Alert)}")
+    return (
+        f"{snoozed:,} alerts snoozed (1 in {snoozed_share}); 101 suppression rules (one team's "
+        f"stale alerts, 100 opportunities) holding {held:,} alerts"
+    )
+
+
 def recompute_some(rng: random.Random, ids: tuple[int, int], count: int, at: datetime) -> int:
     """Rewrite ``count`` future deadlines as a recompute at ``at`` would (a touch moved them)."""
     from followup_visibility.models import Deadline
@@ -405,6 +444,13 @@ def main() -> None:
         help="deadlines picked per minute; the future ones are rewritten (100)",
     )
     parser.add_argument("--sample", type=int, default=2000, help="naive loop sample (2,000)")
+    parser.add_argument(
+        "--snoozed",
+        type=int,
+        default=50,
+        help="before the steady passes, snooze one alert in N and add suppression rules "
+        "(50; 0: none)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
     parser.add_argument(
         "--explain", action="store_true", help="EXPLAIN ANALYZE a steady and a full pass after"
@@ -498,6 +544,9 @@ def main() -> None:
     run_sql(f"VACUUM ANALYZE {table(Alert)}")
     run_sql(f"VACUUM ANALYZE {table(Alert.history.model)}")
 
+    if args.snoozed:
+        print(f"register for the steady passes: {housekeeping_load(T0, args.snoozed)}")
+
     # Steady passes, one minute apart.
     steady: list[tuple[float, Any, list[str]]] = []
     now = T0
@@ -517,6 +566,7 @@ def main() -> None:
     for seconds, run, _ in steady:
         print(
             f"    {seconds * 1000:>8.1f} ms  examined {run.examined:>5,}  raised {run.raised:>4,}"
+            f"  woken {run.woken:>3,}  suppressed {run.suppressed:>3,}"
         )
     print(
         f"  median vs target {STEADY_MS:g} ms: {median_ms / STEADY_MS:.2f}x "

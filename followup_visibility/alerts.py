@@ -207,11 +207,35 @@ def snooze(
     return alert
 
 
-def wake_snoozed(now: datetime) -> int:
+def _chains(opportunity_ids: Iterable[Any]) -> list[Any]:
+    """The given opportunities and every opportunity in a chain with one of them."""
+    roots = {
+        root
+        for root, pk in TrackedOpportunity.objects.filter(pk__in=list(opportunity_ids))
+        .values_list("chain_root_id", "pk")
+        .iterator()
+        for root in (root or pk,)
+    }
+    return list(
+        TrackedOpportunity.objects.filter(Q(pk__in=roots) | Q(chain_root_id__in=roots))
+        .values_list("pk", flat=True)
+        .iterator()
+    )
+
+
+def wake_snoozed(
+    now: datetime, *, conditions: bool = True, opportunity_ids: Iterable[Any] | None = None
+) -> int:
     """Return snoozed alerts to open whose time came or whose condition is met; how many.
 
     Set-based: one statement finds and updates them, with their history. The episode stays
     the same; escalation is planned again from scratch, as for a newly raised alert.
+
+    Checking the conditions reads every snoozed alert, so it is done where the news arrives:
+    ``opportunity_ids`` limits the check to those opportunities' chains (a recompute after a
+    touch or a CRM change passes its opportunities), and the steady sweep passes
+    ``conditions=False`` to wake only snoozes whose time came (an index range). A full sweep
+    checks every condition, repairing whatever an event missed.
     """
     root = Coalesce("opportunity__chain_root_id", "opportunity_id")
     # A reply we learn of after snoozing counts, even if it was logged late: whoever snoozed
@@ -229,21 +253,31 @@ def wake_snoozed(now: datetime) -> int:
     on_stage = Q(snooze_condition=SnoozeCondition.STAGE_CHANGES) & ~Q(
         opportunity__stage=F("snooze_stage")
     )
-    matched = (
-        Alert.objects.filter(status=AlertStatus.SNOOZED)
-        .annotate(fv_root=root)
-        .filter(Q(snoozed_until__lte=now) | on_reply | on_stage)
-        .annotate(
-            fv_reason=Case(
-                When(on_reply, then=Value(_("woke: customer replied"))),
-                When(on_stage, then=Value(_("woke: stage changed"))),
-                default=Value(_("woke: time passed")),
-                output_field=CharField(),
+    snoozed = Alert.objects.filter(status=AlertStatus.SNOOZED)
+    if opportunity_ids is not None:
+        members = _chains(opportunity_ids)
+        if not members:
+            return 0
+        snoozed = snoozed.filter(opportunity_id__in=members)
+    if conditions:
+        woke = (
+            snoozed.annotate(fv_root=root)
+            .filter(Q(snoozed_until__lte=now) | on_reply | on_stage)
+            .annotate(
+                fv_reason=Case(
+                    When(on_reply, then=Value(_("woke: customer replied"))),
+                    When(on_stage, then=Value(_("woke: stage changed"))),
+                    default=Value(_("woke: time passed")),
+                    output_field=CharField(),
+                )
             )
         )
-    )
+    else:
+        woke = snoozed.filter(snoozed_until__lte=now).annotate(
+            fv_reason=Value(_("woke: time passed"), output_field=CharField())
+        )
     return bulk_transition(
-        matched,
+        woke,
         from_statuses=[AlertStatus.SNOOZED],
         changes={"status": AlertStatus.OPEN, **SNOOZE_CLEARED, **ESCALATION_REPLANNED},
         now=now,

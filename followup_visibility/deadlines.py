@@ -293,6 +293,7 @@ class RecomputeResult:
     deleted: int = 0
     unchanged: int = 0
     resolved: int = 0
+    woken: int = 0
 
 
 def recompute(
@@ -371,3 +372,6 @@ def _apply(
         current[key] = (stored[event_at], stored[due_at])
     # Alerts whose condition this change cleared resolve now, naming what cleared them.
     result.resolved += alerts.resolve_cleared(ids, current, now, cause)
+    # A snooze until the customer replies or the stage changes ends with the news, not at
+    # the next full sweep (a steady sweep wakes only snoozes whose time came).
+    result.woken += alerts.wake_snoozed(now, opportunity_ids=ids)

@@ -303,21 +303,54 @@ def active_rules(now: datetime) -> list[Suppression]:
     return list(Suppression.objects.active_at(now).order_by("pk"))
 
 
-def apply(now: datetime, *, by: Any = None) -> int:
+def apply(
+    now: datetime,
+    *,
+    by: Any = None,
+    rules: list[Suppression] | None = None,
+    since: datetime | None = None,
+) -> int:
     """Hold every active alert an active rule matches as suppressed; how many changed.
 
     A suppressed alert whose rule ended but which another active rule matches moves to that
     rule. Snooze and escalation plans are dropped: the alert comes back as a new open one.
+    ``rules`` are the rules active at ``now`` when the caller has read them already.
+
+    With ``since`` (a steady sweep), only what changed after it is looked at: rules that
+    started since, opportunities that grew older than an age rule's limit since, and alerts
+    whose rule ended since or was deleted. The sweep raises nothing an active rule matches,
+    so nothing else came under a rule on its own; an opportunity the CRM moved into a rule's
+    reach (a new team or owner) is caught by the full pass.
     """
-    rules = active_rules(now)
+    rules = active_rules(now) if rules is None else rules
     if not rules:
         return 0
+    orphaned = Q(status=AlertStatus.SUPPRESSED) & ~Q(suppression_id__in=[r.pk for r in rules])
+    if since is None:
+        return _hold(Q(status__in=SUPPRESSIBLE) | orphaned, rules, now, by)
+    # Each kind of change is its own statement, so each is planned from its own index.
+    held = 0
+    if (ended := _ended_since(since, now)) is not None:
+        held += _hold(orphaned & ended, rules, now, by)
+    started = [r for r in rules if r.starts_at > since]
+    if started:
+        held += _hold(Q(status__in=SUPPRESSIBLE) & matching_q(started, now), rules, now, by)
+    for rule in rules:
+        if rule.older_than is not None and rule not in started:
+            # Opportunities that grew old enough since: a range of arrival times.
+            aged = TrackedOpportunity.objects.filter(
+                arrived_at__gt=since - rule.older_than, arrived_at__lte=now - rule.older_than
+            )
+            candidates = Q(status__in=SUPPRESSIBLE, opportunity_id__in=aged.values("pk"))
+            held += _hold(candidates, [rule], now, by)
+    return held
+
+
+def _hold(candidates: Q, rules: list[Suppression], now: datetime, by: Any) -> int:
+    """Suppress the ``candidates`` that one of ``rules`` matches, under the first that does."""
     clauses = _clauses(rules, now)
     matched = (
-        Alert.objects.filter(
-            Q(status__in=SUPPRESSIBLE)
-            | (Q(status=AlertStatus.SUPPRESSED) & ~Q(suppression_id__in=[r.pk for r in rules]))
-        )
+        Alert.objects.filter(candidates)
         .filter(matching_q(rules, now))
         .annotate(
             fv_rule=Case(
@@ -344,10 +377,41 @@ def apply(now: datetime, *, by: Any = None) -> int:
     )
 
 
-def release(now: datetime, *, by: Any = None) -> int:
-    """Return suppressed alerts that no active rule matches any more to open; how many."""
-    rules = active_rules(now)
+def _ended_since(since: datetime, now: datetime) -> Q | None:
+    """Suppressed alerts whose rule ended after ``since``, or was deleted; ``None`` when
+    there are none (the steady state: then a steady pass skips the statement).
+
+    The rules are read first, so the alerts are found by key (``fv_alert_suppressed``)
+    rather than by joining every suppressed alert to its rule.
+    """
+    ended = list(
+        Suppression.objects.filter(ends_at__gt=since, ends_at__lte=now).values_list("pk", flat=True)
+    )
+    orphans = Alert.objects.filter(status=AlertStatus.SUPPRESSED, suppression__isnull=True)
+    if not ended and not orphans.exists():
+        return None
+    return Q(suppression__isnull=True) | Q(suppression_id__in=ended)
+
+
+def release(
+    now: datetime,
+    *,
+    by: Any = None,
+    rules: list[Suppression] | None = None,
+    since: datetime | None = None,
+) -> int:
+    """Return suppressed alerts that no active rule matches any more to open; how many.
+
+    ``rules`` are the rules active at ``now`` when the caller has read them already. With
+    ``since`` (a steady sweep), only alerts whose rule ended after it, or was deleted, are
+    looked at; one whose opportunity moved out of its rule's reach waits for the full pass.
+    """
+    rules = active_rules(now) if rules is None else rules
     matched = Alert.objects.filter(status=AlertStatus.SUPPRESSED)
+    if since is not None:
+        if (ended := _ended_since(since, now)) is None:
+            return 0
+        matched = matched.filter(ended)
     if rules:
         matched = matched.exclude(matching_q(rules, now))
     ended = Q(suppression__isnull=True) | Q(suppression__ends_at__lte=now)
@@ -371,7 +435,7 @@ def release(now: datetime, *, by: Any = None) -> int:
     )
 
 
-def held_q(now: datetime, prefix: str = "") -> Q | None:
+def held_q(now: datetime, prefix: str = "", rules: list[Suppression] | None = None) -> Q | None:
     """What the active rules match at ``now``, or ``None`` when no rule is active."""
-    rules = active_rules(now)
+    rules = active_rules(now) if rules is None else rules
     return matching_q(rules, now, prefix) if rules else None

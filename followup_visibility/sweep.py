@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ from django.db.models import (
     Case,
     Exists,
     F,
+    Max,
     Min,
     OuterRef,
     Q,
@@ -33,6 +35,7 @@ from django.db.models import (
     Value,
     When,
 )
+from django.db.models.functions import Coalesce, Greatest
 
 from followup_visibility import alerts, suppression
 from followup_visibility.choices import ACTIVE_ALERT_STATUSES, AlertStatus, Resolution
@@ -41,8 +44,9 @@ from followup_visibility.models import Alert, Deadline, InhibitionRule, Suppress
 
 logger = logging.getLogger(__name__)
 
-#: How far a steady pass reaches back before the last pass's clock: a recompute that was
-#: computed before that clock but committed after the pass is still seen.
+#: How far a steady pass reaches back before the last pass's clock for writes (recomputed
+#: deadlines, ended suppressions, resolved alerts): one made for a time before that clock
+#: but committed after the pass is still seen.
 OVERLAP = timedelta(minutes=5)
 #: The PostgreSQL advisory lock that lets one ``start`` run at a time ("fv-sweep").
 LOCK_KEY = int.from_bytes(b"fv-sweep", "big")
@@ -73,11 +77,29 @@ def inhibitions() -> dict[str, list[str]]:
     return dict(found)
 
 
-def inhibited_q(now: datetime, prefix: str = "") -> Q | None:
+@dataclass(frozen=True)
+class Holds:
+    """The rules that hold deadlines back at one clock: active suppressions and inhibitions.
+
+    Read once per transaction and handed to every step that needs them: a steady pass is a
+    handful of small statements, and reading the same rules again in each was a good part of
+    its time.
+    """
+
+    suppressions: list[Suppression]
+    inhibitions: dict[str, list[str]]
+
+    @classmethod
+    def at(cls, now: datetime) -> Holds:
+        return cls(suppression.active_rules(now), inhibitions())
+
+
+def inhibited_q(now: datetime, prefix: str = "", holds: Holds | None = None) -> Q | None:
     """Deadlines or alerts (at ``prefix``) whose signal a source due on the same opportunity
     by ``now`` silences; ``None`` when no rule is active."""
     q = Q()
-    for target, sources in inhibitions().items():
+    rules = inhibitions() if holds is None else holds.inhibitions
+    for target, sources in rules.items():
         source_due = Deadline.objects.filter(
             opportunity_id=OuterRef(f"{prefix}opportunity_id"),
             signal__in=sources,
@@ -87,9 +109,11 @@ def inhibited_q(now: datetime, prefix: str = "") -> Q | None:
     return q or None
 
 
-def held_q(now: datetime) -> Q | None:
+def held_q(now: datetime, holds: Holds | None = None) -> Q | None:
     """Deadlines the sweep does not raise at ``now``: suppressed or inhibited."""
-    parts = [q for q in (suppression.held_q(now), inhibited_q(now)) if q is not None]
+    holds = holds or Holds.at(now)
+    suppressed = suppression.held_q(now, rules=holds.suppressions)
+    parts = [q for q in (suppressed, inhibited_q(now, holds=holds)) if q is not None]
     if not parts:
         return None
     q = parts[0]
@@ -102,25 +126,39 @@ def held_q(now: datetime) -> Q | None:
 
 
 def due(
-    now: datetime, *, since: datetime | None = None, first: Any = None, last: Any = None
+    now: datetime,
+    *,
+    since: datetime | None = None,
+    first: Any = None,
+    last: Any = None,
+    holds: Holds | None = None,
 ) -> QuerySet[Deadline]:
-    """The deadlines a pass examines: due by ``now``; with ``since``, only what changed.
+    """The deadlines a pass examines: due by ``now``; with ``since`` (the last finished
+    pass's clock), only what changed.
 
-    "Changed" is a deadline that fell due or was rewritten after ``since``, one a
-    suppression held back until it ended after ``since``, or a target an inhibition held
-    back until its source's alert was resolved after ``since``.
+    "Changed" is a deadline that fell due after ``since``, or was rewritten, one a
+    suppression held back until it ended, or a target an inhibition held back until its
+    source's alert was resolved, each after ``since - OVERLAP``. Falling due depends on the
+    clock alone, so that test needs no overlap; the others are writes, which may commit
+    after a pass whose clock is later than theirs.
     """
     qs = Deadline.objects.filter(due_at__lte=now)
     if since is not None:
-        recent = Q(due_at__gt=since) | Q(computed_at__gt=since)
-        ended = list(Suppression.objects.filter(ends_at__gt=since, ends_at__lte=now))
+        # The range is spelled out in its arm: PostgreSQL estimates ``due_at > since`` alone
+        # at half the table (every future deadline), and with that estimate it hashed the
+        # whole opportunity table to join a suppression rule's team (0.5 s a pass at 1M).
+        recent = Q(due_at__gt=since, due_at__lte=now) | Q(computed_at__gt=since - OVERLAP)
+        ended = list(Suppression.objects.filter(ends_at__gt=since - OVERLAP, ends_at__lte=now))
         if ended:
             recent |= suppression.matching_q(ended, now)
-        for target, sources in inhibitions().items():
+        rules = inhibitions() if holds is None else holds.inhibitions
+        for target, sources in rules.items():
             # Fetched first: as a subquery PostgreSQL scans the whole deadline index for it.
             cleared = list(
                 Alert.objects.filter(
-                    signal__in=sources, status=AlertStatus.RESOLVED, resolved_at__gt=since
+                    signal__in=sources,
+                    status=AlertStatus.RESOLVED,
+                    resolved_at__gt=since - OVERLAP,
                 ).values_list("opportunity_id", flat=True)
             )
             if cleared:
@@ -173,13 +211,15 @@ def _reopen_params(now: datetime) -> tuple[list[Any], list[Any]]:
     return set_params, where_params
 
 
-def raise_due(deadlines: QuerySet[Deadline], now: datetime) -> tuple[int, int, datetime | None]:
+def raise_due(
+    deadlines: QuerySet[Deadline], now: datetime, holds: Holds | None = None
+) -> tuple[int, int, datetime | None]:
     """Insert an open alert for every deadline in ``deadlines`` that nothing holds back.
 
     Returns (examined, raised, the oldest raised alert's ``due_at``); reopened episodes count
     as raised. History rows are written set-based too (raw SQL bypasses simple-history).
     """
-    held = held_q(now)
+    held = held_q(now, holds)
     flag: Any = (
         Value(False, output_field=BooleanField())
         if held is None
@@ -326,26 +366,23 @@ def _lock(wait: bool) -> bool:
 
 
 def ranges(now: datetime, size: int | None = None) -> list[Range]:
-    """Inclusive ``(first, last)`` opportunity keys of the deadlines due by ``now``, each
-    range holding at most ``size`` (``SWEEP_CHUNK_SIZE``) opportunities; one query."""
+    """Inclusive ``(first, last)`` opportunity keys covering the deadlines due by ``now``, in
+    ranges of ``size`` (``SWEEP_CHUNK_SIZE``) consecutive keys, so none holds more than
+    ``size`` opportunities.
+
+    Equal widths cost two index probes (the lowest and highest key with a due deadline);
+    numbering the distinct keys instead took a second at a million. Where keys are sparse
+    (many closed opportunities between the open ones) some ranges hold fewer opportunities,
+    or none: such a chunk finds nothing in one index probe.
+    """
     size = size or app_settings.SWEEP_CHUNK_SIZE
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT MIN(opportunity_id), MAX(opportunity_id)
-            FROM (
-                SELECT opportunity_id,
-                       (ROW_NUMBER() OVER (ORDER BY opportunity_id) - 1) / %s AS bucket
-                FROM (
-                    SELECT DISTINCT opportunity_id FROM {_table(Deadline)} WHERE due_at <= %s
-                ) keys
-            ) numbered
-            GROUP BY bucket
-            ORDER BY bucket
-            """,
-            [size, _db(now)],
-        )
-        return [(first, last) for first, last in cursor.fetchall()]
+    bounds = Deadline.objects.filter(due_at__lte=now).aggregate(
+        first=Min("opportunity_id"), last=Max("opportunity_id")
+    )
+    first, last = bounds["first"], bounds["last"]
+    if first is None:
+        return []
+    return [(key, min(key + size - 1, last)) for key in range(first, last + 1, size)]
 
 
 def _last_finished(now: datetime, exclude: Any = None) -> datetime | None:
@@ -359,41 +396,62 @@ def _start(now: datetime, *, full: bool, wait: bool) -> tuple[SweepRun, list[Ran
     with transaction.atomic():
         if not _lock(wait):
             return None
-        if _last_finished(now) is None:
-            full = True
+        last = _last_finished(now)
+        full = full or last is None
         previous = (
             SweepRun.objects.filter(swept_until__lt=now)
             .order_by("-swept_until")
             .values_list("swept_until", flat=True)
             .first()
         )
-        woken = alerts.wake_snoozed(now)
-        released = suppression.release(now)
-        suppressed = suppression.apply(now)
+        # Conditions ("until the customer replies") are checked when the touch or change
+        # arrives; a steady pass wakes only the snoozes whose time came.
+        woken = alerts.wake_snoozed(now, conditions=full)
+        rules = suppression.active_rules(now)
+        # A steady pass looks at the rules that started or ended on their own clock since the
+        # last pass (``create`` and ``end`` apply their own effects); a full one at every
+        # alert, which also repairs a rule whose start or end was edited into the past.
+        changed = None if full else last
+        released = suppression.release(now, rules=rules, since=changed)
+        suppressed = suppression.apply(now, rules=rules, since=changed)
         resolved = Alert.objects.filter(status=AlertStatus.RESOLVED, resolved_at__lte=now)
         if previous is not None:
             resolved = resolved.filter(resolved_at__gt=previous)
-        work = ranges(now) if full else [(None, None)]
-        run = SweepRun.objects.create(
+        run = SweepRun(
             started_at=now,
             swept_until=now,
             full=full,
-            chunks=len(work),
             woken=woken,
             suppressed=suppressed,
             resolved=resolved.count(),
         )
-        if not work:  # a full pass with nothing due: done already
-            run.finished_at, run.lag = now, timedelta(0)
-            run.save(update_fields=["finished_at", "lag"])
+        work: list[Range] = []
+        if full:
+            work = ranges(now)
+            run.chunks = len(work)
+            if not work:  # nothing due: done already
+                run.finished_at, run.lag = now, timedelta(0)
+        else:
+            # A steady pass is small: it raises here, under the lock and in this transaction,
+            # rather than in a chunk task of its own (one commit, no task round trip).
+            assert last is not None
+            holds = Holds(rules, inhibitions())
+            deadlines = due(now, since=last, holds=holds)
+            run.examined, run.raised, oldest = raise_due(deadlines, now, holds)
+            run.chunks = run.chunks_done = 1
+            run.finished_at, run.lag = now, now - oldest if oldest else timedelta(0)
+        run.save()
     logger.info(
-        "sweep %s started: %d chunks, %d woken, %d released, %d suppressed, %d resolved",
+        "sweep %s started: %d chunks, %d woken, %d released, %d suppressed, %d resolved, "
+        "%d examined, %d raised",
         run.pk,
         run.chunks,
         woken,
         released,
         suppressed,
         run.resolved,
+        run.examined,
+        run.raised,
     )
     return run, work
 
@@ -402,9 +460,10 @@ def start(now: datetime, *, full: bool = False) -> tuple[SweepRun, list[Range]] 
     """Begin a pass at ``now``: housekeeping, a ``SweepRun`` and the key ranges to raise.
 
     ``None`` when another ``start`` holds the lock (PostgreSQL); the caller skips this pass.
-    A steady pass is the single range ``(None, None)``; a full pass (also the first one
-    ever) has one range per ``SWEEP_CHUNK_SIZE`` opportunity keys, or none when nothing is
-    due (the run is then finished already). Run each range with ``run_chunk``.
+    A steady pass raises its alerts here and returns no ranges: it is finished. A full pass
+    (also the first one ever) returns one range per ``SWEEP_CHUNK_SIZE`` opportunity keys,
+    or none when nothing is due (the run is then finished already). Run each range with
+    ``run_chunk``.
     """
     return _start(now, full=full, wait=False)
 
@@ -421,18 +480,26 @@ def run_chunk(run_id: int, first: Any, last: Any, now: datetime) -> tuple[int, i
         run = SweepRun.objects.get(pk=run_id)
         since = None
         if not run.full and (last_until := _last_finished(run.swept_until, run.pk)) is not None:
-            since = last_until - OVERLAP
-        examined, raised, oldest = raise_due(due(now, since=since, first=first, last=last), now)
+            since = last_until
+        holds = Holds.at(now)
+        deadlines = due(now, since=since, first=first, last=last, holds=holds)
+        examined, raised, oldest = raise_due(deadlines, now, holds)
+        # One statement: the update reads the row as it is under its lock, so concurrent
+        # chunks add up exactly and only the one that completes the run finishes it.
+        lag = now - oldest if oldest else timedelta(0)
         SweepRun.objects.filter(pk=run_id).update(
             examined=F("examined") + examined,
             raised=F("raised") + raised,
             chunks_done=F("chunks_done") + 1,
+            lag=Greatest(Coalesce("lag", Value(timedelta(0))), Value(lag)),
+            finished_at=Case(
+                When(
+                    Q(finished_at__isnull=True, chunks__lte=F("chunks_done") + 1),
+                    then=Value(now),
+                ),
+                default=F("finished_at"),
+            ),
         )
-        # The update holds the run's row lock until commit: what we read now is exact.
-        run = SweepRun.objects.get(pk=run_id)
-        lag = max(run.lag or timedelta(0), now - oldest if oldest else timedelta(0))
-        done = run.finished_at is None and run.chunks_done >= run.chunks
-        SweepRun.objects.filter(pk=run_id).update(lag=lag, **({"finished_at": now} if done else {}))
     logger.info(
         "sweep %s chunk %s-%s: %d examined, %d raised", run_id, first, last, examined, raised
     )

@@ -84,7 +84,8 @@ def _same_queue(task: Task[Any, Any]) -> dict[str, Any]:
     **_LIMITS,
 )
 def sweep_pass(self: Task[Any, Any], full: bool = False) -> dict[str, Any]:
-    """Start a sweep pass and enqueue one ``sweep_chunk`` task per key range.
+    """Run a steady sweep pass whole, or start a full one and enqueue one ``sweep_chunk``
+    task per key range.
 
     When another pass is starting (advisory lock held) this one is skipped: the next beat
     tick catches up, and the database constraints would absorb a duplicate pass anyway.

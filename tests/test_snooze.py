@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from example_project.crm.models import Lead
 from followup_visibility import alerts, sweep
 from followup_visibility.choices import AlertStatus, Resolution, Signal, SnoozeCondition
-from followup_visibility.models import Alert
+from followup_visibility.models import Alert, Touch
 from followup_visibility.touches import record_touch
 from tests.factories_sla import change_host
 from tests.test_sweep import HOUR, T0, install_clock, new_leads
@@ -115,14 +115,17 @@ def test_until_the_customer_replies(alert: Alert, lead: Lead, user: Any) -> None
         RAISED + HOUR,
         metadata={"headers": {"Auto-Submitted": "auto-replied"}},
     )
+    alert.refresh_from_db()
+    assert alert.status == AlertStatus.SNOOZED
     assert alerts.wake_snoozed(RAISED + HOUR) == 0
 
+    # The reply wakes the alert as it is recorded, not at the next sweep.
     inbound(lead, RAISED + 2 * HOUR)
-    assert alerts.wake_snoozed(RAISED + 2 * HOUR) == 1
     alert.refresh_from_db()
     assert alert.status == AlertStatus.OPEN
     assert latest_reason(alert) == "woke: customer replied"
     assert alerts.wake_snoozed(RAISED + 3 * HOUR) == 0  # nothing left to wake
+    assert sweep.sweep(RAISED + 3 * HOUR).woken == 0
 
 
 def test_until_the_stage_changes(alert: Alert, lead: Lead, user: Any) -> None:
@@ -135,13 +138,45 @@ def test_until_the_stage_changes(alert: Alert, lead: Lead, user: Any) -> None:
     )
     assert alerts.wake_snoozed(RAISED + HOUR) == 0
     change_host(lead, RAISED + HOUR, status=Lead.Status.WORKING)
-    alert.refresh_from_db()
-    assert alert.status == AlertStatus.SNOOZED  # the stage is no condition of this signal
-    run = sweep.sweep(RAISED + 2 * HOUR)
-    assert run.woken == 1
+    # The stage is no condition of this signal, so the change does not resolve the alert:
+    # it wakes it, as the change is synced.
     alert.refresh_from_db()
     assert alert.status == AlertStatus.OPEN
     assert latest_reason(alert) == "woke: stage changed"
+    assert sweep.sweep(RAISED + 2 * HOUR).woken == 0
+
+
+def test_a_met_condition_the_news_did_not_deliver_wakes_at_the_full_pass(
+    alert: Alert, lead: Lead, user: Any
+) -> None:
+    alerts.snooze(
+        alert,
+        reason="Sent the quote, waiting",
+        by=user,
+        now=RAISED,
+        condition=SnoozeCondition.CUSTOMER_REPLIES,
+    )
+    # A reply written straight to the table (a restore, a bulk import) recomputes nothing.
+    Touch.objects.create(
+        opportunity=alert.opportunity,
+        channel="email",
+        direction="inbound",
+        outcome="received",
+        occurred_at=RAISED + HOUR,
+        recorded_at=RAISED + HOUR,
+        logging_lag=timedelta(0),
+        is_meaningful=True,
+        meaningful_reason="reply",
+    )
+    steady = sweep.sweep(RAISED + 2 * HOUR)
+    alert.refresh_from_db()
+    # A steady pass wakes only snoozes whose time came ...
+    assert (steady.full, steady.woken, alert.status) == (False, 0, AlertStatus.SNOOZED)
+    # ... the full pass checks every condition.
+    full = sweep.sweep(RAISED + 3 * HOUR, full=True)
+    alert.refresh_from_db()
+    assert (full.woken, alert.status) == (1, AlertStatus.OPEN)
+    assert latest_reason(alert) == "woke: customer replied"
 
 
 @pytest.mark.parametrize(

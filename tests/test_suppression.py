@@ -327,3 +327,36 @@ def test_consistency_counts_held_deadlines_as_expected(world: World) -> None:
     figures = sweep.consistency(NOW)
     assert (figures["due_deadlines"], figures["active_alerts"]) == (4, 2)
     assert (figures["due_without_alert"], figures["alerts_without_deadline"]) == (0, 0)
+
+
+def test_a_steady_pass_looks_only_at_rules_that_started_or_ended(world: World) -> None:
+    sweep.sweep(NOW)
+    suppression.create(comment="North is on leave", by=world.user, now=NOW, team=world.team_a)
+    assert set(statuses(world.opp_a).values()) == {AlertStatus.SUPPRESSED}
+    # Opportunity A leaves the rule's team and B joins it, written without a sync (so
+    # nothing recomputes): a steady pass, which reads only rules that changed, leaves both.
+    TrackedOpportunity.objects.filter(pk=world.opp_a.pk).update(team=None)
+    TrackedOpportunity.objects.filter(pk=world.opp_b.pk).update(team=world.team_a)
+    steady = sweep.sweep(NOW + MINUTE)
+    assert (steady.full, steady.suppressed) == (False, 0)
+    assert set(statuses(world.opp_a).values()) == {AlertStatus.SUPPRESSED}
+    assert set(statuses(world.opp_b).values()) == {AlertStatus.OPEN}
+    # The full pass looks at every alert and repairs both.
+    full = sweep.sweep(NOW + 2 * MINUTE, full=True)
+    assert full.suppressed == 2
+    assert set(statuses(world.opp_a).values()) == {AlertStatus.OPEN}
+    assert set(statuses(world.opp_b).values()) == {AlertStatus.SUPPRESSED}
+    last = last_history(Alert.objects.filter(opportunity=world.opp_a).first())
+    assert last.history_change_reason == "released: no suppression matches"
+
+
+def test_a_deleted_rule_releases_its_alerts_at_the_next_steady_pass(world: World) -> None:
+    sweep.sweep(NOW)
+    rule = suppression.create(comment="c", by=world.user, now=NOW, opportunity=world.opp_a)
+    rule.delete()
+    held = Alert.objects.filter(opportunity=world.opp_a)
+    assert {(a.status, a.suppression_id) for a in held} == {(AlertStatus.SUPPRESSED, None)}
+    run = sweep.sweep(NOW + MINUTE)
+    assert not run.full
+    assert set(statuses(world.opp_a).values()) == {AlertStatus.OPEN}
+    assert last_history(held.first()).history_change_reason == "released: suppression ended"

@@ -24,8 +24,14 @@ class Alert(models.Model):
     episode never comes back, a new event starts a new one.
     """
 
+    # Indexes on this table are paid per raised alert (a first sweep raises millions), so each
+    # one earns its place: the unique constraints lead with the opportunity and serve its
+    # lookups, and the nullable foreign keys get partial indexes over the rows that set them.
     opportunity = models.ForeignKey(
-        "followup_visibility.TrackedOpportunity", on_delete=models.CASCADE, related_name="alerts"
+        "followup_visibility.TrackedOpportunity",
+        on_delete=models.CASCADE,
+        related_name="alerts",
+        db_index=False,
     )
     signal = models.CharField(_("signal"), max_length=30, choices=Signal)
     episode_at = models.DateTimeField(_("episode started"))
@@ -41,7 +47,12 @@ class Alert(models.Model):
 
     acknowledged_at = models.DateTimeField(_("acknowledged at"), null=True, blank=True)
     acknowledged_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     dismissed_at = models.DateTimeField(_("dismissed at"), null=True, blank=True)
     dismissed_reason = models.CharField(_("dismissed because"), max_length=255, blank=True)
@@ -56,9 +67,15 @@ class Alert(models.Model):
         null=True,
         blank=True,
         related_name="resolved_alerts",
+        db_index=False,
     )
     changed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
 
     # Snooze: until a time, or until a condition with the time as its limit.
@@ -78,6 +95,7 @@ class Alert(models.Model):
         null=True,
         blank=True,
         related_name="alerts",
+        db_index=False,
     )
 
     # Escalation is stored (it triggers actions); severity is derived when read.
@@ -86,7 +104,17 @@ class Alert(models.Model):
     escalate_at = models.DateTimeField(_("next escalation"), null=True, blank=True)
     escalation_planned = models.BooleanField(default=False, editable=False)
 
-    history = HistoricalRecords()
+    # The history table is written as often as the alert table; it is read per alert (``id``)
+    # and by date, so the foreign keys' copies go unindexed there.
+    history = HistoricalRecords(
+        no_db_index=[
+            "opportunity",
+            "acknowledged_by",
+            "changed_by",
+            "resolved_touch",
+            "suppression",
+        ]
+    )
 
     objects = AlertQuerySet.as_manager()
 
@@ -130,6 +158,21 @@ class Alert(models.Model):
                 fields=["snoozed_until"],
                 condition=Q(status=AlertStatus.SNOOZED),
                 name="fv_alert_snoozed_until",
+            ),
+            # Each pass releases suppressed alerts no rule matches any more.
+            models.Index(
+                fields=["suppression"],
+                condition=Q(status=AlertStatus.SUPPRESSED),
+                name="fv_alert_suppressed",
+            ),
+            # Deleting a user, touch or suppression clears these references (SET_NULL).
+            *(
+                models.Index(
+                    fields=[field],
+                    condition=Q(**{f"{field}__isnull": False}),
+                    name=f"fv_alert_{field}",
+                )
+                for field in ("acknowledged_by", "changed_by", "resolved_touch", "suppression")
             ),
         ]
 
