@@ -207,20 +207,14 @@ def snooze(
     return alert
 
 
-def _chains(opportunity_ids: Iterable[Any]) -> list[Any]:
-    """The given opportunities and every opportunity in a chain with one of them."""
-    roots = {
-        root
-        for root, pk in TrackedOpportunity.objects.filter(pk__in=list(opportunity_ids))
-        .values_list("chain_root_id", "pk")
-        .iterator()
-        for root in (root or pk,)
-    }
-    return list(
-        TrackedOpportunity.objects.filter(Q(pk__in=roots) | Q(chain_root_id__in=roots))
-        .values_list("pk", flat=True)
-        .iterator()
+def _chains(opportunity_ids: Iterable[Any]) -> QuerySet[TrackedOpportunity]:
+    """The given opportunities and every opportunity in a chain with one of them (a query)."""
+    roots = (
+        TrackedOpportunity.objects.filter(pk__in=list(opportunity_ids))
+        .annotate(fv_root=Coalesce("chain_root_id", "pk"))
+        .values("fv_root")
     )
+    return TrackedOpportunity.objects.filter(Q(pk__in=roots) | Q(chain_root_id__in=roots))
 
 
 def wake_snoozed(
@@ -255,10 +249,7 @@ def wake_snoozed(
     )
     snoozed = Alert.objects.filter(status=AlertStatus.SNOOZED)
     if opportunity_ids is not None:
-        members = _chains(opportunity_ids)
-        if not members:
-            return 0
-        snoozed = snoozed.filter(opportunity_id__in=members)
+        snoozed = snoozed.filter(opportunity_id__in=_chains(opportunity_ids).values("pk"))
     if conditions:
         woke = (
             snoozed.annotate(fv_root=root)
