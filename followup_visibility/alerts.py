@@ -50,6 +50,13 @@ SNOOZE_CLEARED: dict[str, Any] = {
 ESCALATION_REPLANNED: dict[str, Any] = {"escalation_planned": False, "escalate_at": None}
 
 
+def escalation_restarted(now: datetime) -> dict[str, Any]:
+    """Changes for an alert that comes back open at ``now`` after being put aside (a snooze
+    woke, a suppression released it): planned again, its levels counting from ``now``, so
+    that waking does not page every manager whose level passed while it slept."""
+    return {**ESCALATION_REPLANNED, "escalation_from": now}
+
+
 @dataclass(frozen=True)
 class Cause:
     """What changed an opportunity: named on the alerts it resolves."""
@@ -223,7 +230,7 @@ def wake_snoozed(
     """Return snoozed alerts to open whose time came or whose condition is met; how many.
 
     Set-based: one statement finds and updates them, with their history. The episode stays
-    the same; escalation is planned again from scratch, as for a newly raised alert.
+    the same; escalation is planned again, its levels counting from ``now``.
 
     Checking the conditions reads every snoozed alert, so it is done where the news arrives:
     ``opportunity_ids`` limits the check to those opportunities' chains (a recompute after a
@@ -270,7 +277,7 @@ def wake_snoozed(
     return bulk_transition(
         woke,
         from_statuses=[AlertStatus.SNOOZED],
-        changes={"status": AlertStatus.OPEN, **SNOOZE_CLEARED, **ESCALATION_REPLANNED},
+        changes={"status": AlertStatus.OPEN, **SNOOZE_CLEARED, **escalation_restarted(now)},
         now=now,
     )
 

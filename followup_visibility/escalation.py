@@ -1,7 +1,8 @@
 """Escalation: an alert nobody acknowledges climbs the team tree, level by level.
 
 Level ``n`` of the opportunity's policy fires when the alert is still open ``after`` business
-time past its due time (in the opportunity's team calendar). It goes to the ``n``-th distinct
+time past its due time (in the opportunity's team calendar), or past the moment it came back
+open if a snooze or a suppression held it beyond that. It goes to the ``n``-th distinct
 manager walking up from the opportunity's team, skipping teams without a manager and the owner
 themselves, as the teams are when it fires. :func:`plan` stores when the next level fires,
 :func:`fire` claims the alerts whose time came, re-checks the breach and records each step once.
@@ -117,8 +118,14 @@ class Policies:
             calendar_id = self.team_calendars.get(team_id, self.default_calendar)
         return self.engines.get(calendar_id) if calendar_id is not None else None
 
-    def escalate_at(self, team_id: int | None, due_at: datetime, level: int) -> datetime | None:
-        """When level ``level`` (1-based) fires for an alert due at ``due_at``; None if none."""
+    def escalate_at(
+        self, team_id: int | None, due_at: datetime, level: int, since: datetime | None = None
+    ) -> datetime | None:
+        """When level ``level`` (1-based) fires for an alert due at ``due_at`` that came back
+        open at ``since`` (if it did: levels then count from the later of the two); None if
+        no level is left."""
+        if since is not None and since > due_at:
+            due_at = since
         policy = self.policy_for(team_id)
         if policy is None or not 1 <= level <= len(policy.levels):
             return None
@@ -279,7 +286,9 @@ def plan(now: datetime, *, batch: int = 5000) -> int:
                 # Matches the partial index fv_alert_unplanned: reads only what is new.
                 .filter(status=AlertStatus.OPEN, escalation_planned=False, pk__gt=last_pk)
                 .order_by("pk")
-                .values_list("pk", "due_at", "escalation_level", "opportunity__team_id")[:batch]
+                .values_list(
+                    "pk", "due_at", "escalation_from", "escalation_level", "opportunity__team_id"
+                )[:batch]
             )
             if not rows:
                 break
@@ -288,10 +297,10 @@ def plan(now: datetime, *, batch: int = 5000) -> int:
                 [
                     Alert(
                         pk=pk,
-                        escalate_at=policies.escalate_at(team_id, due_at, level + 1),
+                        escalate_at=policies.escalate_at(team_id, due_at, level + 1, since),
                         escalation_planned=True,
                     )
-                    for pk, due_at, level, team_id in rows
+                    for pk, due_at, since, level, team_id in rows
                 ],
                 ["escalate_at", "escalation_planned"],
             )
@@ -339,7 +348,9 @@ def _step(
         alert._change_reason = _("no escalation level left")  # type: ignore[attr-defined]
         return None
     alert.escalation_level = level
-    alert.escalate_at = policies.escalate_at(opp.team_id, alert.due_at, level + 1)
+    alert.escalate_at = policies.escalate_at(
+        opp.team_id, alert.due_at, level + 1, alert.escalation_from
+    )
     to = policies.recipient(opp.team_id, level, opp.owner_id)
     if to is None:
         alert._change_reason = _(  # type: ignore[attr-defined]

@@ -428,7 +428,7 @@ def release(
         changes={
             "status": AlertStatus.OPEN,
             "suppression": None,
-            **alerts.ESCALATION_REPLANNED,
+            **alerts.escalation_restarted(now),
         },
         now=now,
         by=by,

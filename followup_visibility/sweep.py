@@ -189,7 +189,7 @@ _REOPEN_SET = """
     status = %s, resolved_at = NULL, resolution = '', resolution_note = '',
     resolved_touch_id = NULL, due_at = due.due_at, clock_start = due.clock_start,
     sla = due.sla, raised_at = %s, escalation_level = 0, escalate_at = NULL,
-    escalation_planned = %s
+    escalation_planned = %s, escalation_from = NULL
 """
 _REOPEN_WHERE = """
     NOT due.fv_held

@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 
 from example_project.crm.models import Lead
-from followup_visibility import alerts, escalation, sweep
+from followup_visibility import alerts, escalation, suppression, sweep
 from followup_visibility.choices import (
     EscalationOutcome,
     NotificationChannel,
@@ -175,6 +175,56 @@ def test_acknowledging_stops_escalation(org: Org) -> None:
         "cleared": 0,
     }
     assert not Escalation.objects.exists() and not Notification.objects.exists()
+
+
+#: Thursday 5 March, 09:00 in New York: where the alerts put aside below come back open.
+BACK = ny(3, 5, 9)
+
+
+def test_a_woken_snooze_counts_its_levels_from_waking(org: Org) -> None:
+    alert = raised(org)
+    alerts.snooze(alert, reason="customer travelling", by=org.rep, now=DUE, until=BACK)
+    # Both levels fall due while it sleeps, and nothing fires: only open alerts escalate.
+    assert escalation.escalate(LEVEL_2 + HOUR)["notified"] == 0
+    assert alerts.wake_snoozed(BACK) == 1
+    # Woken three days past due, it does not page both managers at once: its levels count
+    # from waking, one and three business hours.
+    assert escalation.escalate(BACK)["notified"] == 0
+    assert fresh(alert).escalate_at == ny(3, 5, 10)
+    assert escalation.fire(ny(3, 5, 10) - SECOND) == []
+    (step,) = escalation.fire(ny(3, 5, 10))
+    assert (step.level, step.recipient) == (1, org.boss)
+    assert fresh(alert).escalate_at == ny(3, 5, 12)
+
+
+def test_a_released_suppression_counts_levels_from_the_release(org: Org) -> None:
+    alert = raised(org)
+    suppression.create(
+        comment="customer on holiday",
+        by=org.boss,
+        now=DUE,
+        opportunity=alert.opportunity,
+        ends_at=BACK,
+    )
+    assert fresh(alert).status == "suppressed"
+    assert escalation.escalate(LEVEL_2 + HOUR)["notified"] == 0
+    sweep.sweep(BACK)
+    alert = fresh(alert)
+    assert alert.status == "open" and alert.escalation_from == BACK
+    assert escalation.escalate(BACK)["notified"] == 0
+    assert fresh(alert).escalate_at == ny(3, 5, 10)
+
+
+def test_a_reopened_episode_counts_its_levels_from_its_due_time_again(org: Org) -> None:
+    alert = raised(org)
+    Alert.objects.filter(pk=alert.pk).update(escalation_from=BACK)
+    # The episode is resolved automatically, then falls due again: a fresh start.
+    Alert.objects.filter(pk=alert.pk).update(status="resolved", resolution="auto")
+    sweep.sweep(DUE + SECOND, full=True)
+    alert = fresh(alert)
+    assert alert.status == "open" and alert.escalation_from is None
+    escalation.plan(DUE + SECOND)
+    assert fresh(alert).escalate_at == LEVEL_1
 
 
 def test_the_breach_is_rechecked_at_fire_time(org: Org) -> None:
