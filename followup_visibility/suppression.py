@@ -31,7 +31,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from simple_history.utils import bulk_create_with_history
 
-from followup_visibility import alerts
+from followup_visibility import alerts, teams
 from followup_visibility.choices import AlertStatus, IdentityKind, Signal
 from followup_visibility.identity import normalize_email, normalize_phone
 from followup_visibility.models import (
@@ -250,6 +250,9 @@ def _clauses(
     by the hundred; they are grouped into one ``IN`` each, so the statement stays small.
     """
     p = prefix
+    rules = list(rules)
+    # A team rule matches the team's whole subtree, as managers see it and policies govern it.
+    subtrees = teams.subtrees(r.team_id for r in rules if r.team_id is not None)
     clauses: list[tuple[Q, Any, str]] = []
     groups: dict[tuple[str, str], list[Suppression]] = defaultdict(list)
     for rule in rules:
@@ -269,7 +272,7 @@ def _clauses(
         if rule.owner_id is not None:
             q &= Q(**{f"{p}opportunity__owner_id": rule.owner_id})
         if rule.team_id is not None:
-            q &= Q(**{f"{p}opportunity__team_id": rule.team_id})
+            q &= Q(**{f"{p}opportunity__team_id__in": sorted(subtrees[rule.team_id])})
         if rule.older_than is not None:
             q &= Q(**{f"{p}opportunity__arrived_at__lte": now - rule.older_than})
         if rule.signal:

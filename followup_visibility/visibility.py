@@ -10,6 +10,7 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
+from followup_visibility import teams
 from followup_visibility.models import Alert, Team, TrackedOpportunity
 
 #: Sales operations, analysts and admins: every opportunity and alert.
@@ -22,18 +23,7 @@ def sees_everything(user: Any) -> bool:
 
 def managed_team_ids(user: Any) -> set[int]:
     """Teams ``user`` manages, with every team below them in the tree."""
-    rows = list(Team.objects.values_list("pk", "parent_id", "manager_id"))
-    children: dict[int | None, list[int]] = {}
-    for pk, parent, _manager in rows:
-        children.setdefault(parent, []).append(pk)
-    found: set[int] = set()
-    stack = [pk for pk, _parent, manager in rows if manager == user.pk]
-    while stack:
-        pk = stack.pop()
-        if pk not in found:  # a cycle written around the admin must not loop forever
-            found.add(pk)
-            stack.extend(children.get(pk, []))
-    return found
+    return teams.with_subteams(Team.objects.filter(manager_id=user.pk).values_list("pk", flat=True))
 
 
 def scope_q(user: Any) -> Q:
@@ -43,9 +33,9 @@ def scope_q(user: Any) -> Q:
     if not user.is_active or user.pk is None:
         return Q(pk__in=[])
     q = Q(owner=user)
-    teams = managed_team_ids(user)
-    if teams:
-        q |= Q(team__in=teams) | Q(owner__followup_teams__in=teams)
+    managed = managed_team_ids(user)
+    if managed:
+        q |= Q(team__in=managed) | Q(owner__followup_teams__in=managed)
     return q
 
 

@@ -36,6 +36,7 @@ class World:
     owner_a: Any
     team_a: Team
     segment_a: Segment
+    region: Team  # the team above team_a
 
 
 @pytest.fixture
@@ -44,11 +45,12 @@ def world(db: Any, make_user: Callable[..., Any]) -> World:
     owner_a, owner_b = make_user(), make_user()
     [a] = new_leads(owner=owner_a, at=T0 - 2 * DAY, phone="+1 212 555 0123", email="ann@ex.com")
     [b] = new_leads(owner=owner_b, at=T0, phone="+1 202 456 1111", email="bob@example.com")
-    teams = make_team("north"), make_team("south")
+    region = make_team("region")
+    teams = make_team("north", parent=region), make_team("south")
     segments = make_segment("pricing"), make_segment("brochure")
     for lead, team, segment in zip((a, b), teams, segments, strict=True):
         TrackedOpportunity.objects.filter(pk=tracked(lead).pk).update(team=team, segment=segment)
-    return World(make_user(), a, b, tracked(a), tracked(b), owner_a, teams[0], segments[0])
+    return World(make_user(), a, b, tracked(a), tracked(b), owner_a, teams[0], segments[0], region)
 
 
 MATCHERS: dict[str, Callable[[World], dict[str, Any]]] = {
@@ -58,6 +60,7 @@ MATCHERS: dict[str, Callable[[World], dict[str, Any]]] = {
     "segment": lambda w: {"segment": w.segment_a},
     "owner": lambda w: {"owner": w.owner_a},
     "team": lambda w: {"team": w.team_a},
+    "team above": lambda w: {"team": w.region},
     "older than": lambda w: {"older_than": DAY},
     "several": lambda w: {"owner": w.owner_a, "team": w.team_a, "older_than": DAY},
 }
