@@ -21,6 +21,7 @@ from django.db.models import (
     BigIntegerField,
     Case,
     CharField,
+    Exists,
     OuterRef,
     Q,
     Subquery,
@@ -242,12 +243,17 @@ def _reason(comment: str) -> str:
 
 
 def _clauses(
-    rules: Iterable[Suppression], now: datetime, prefix: str = ""
+    rules: Iterable[Suppression], now: datetime, prefix: str = "", *, per_row: bool = False
 ) -> list[tuple[Q, Any, str]]:
     """Per rule (or group of rules): the ``Q`` it matches, its id as an expression, a reason.
 
     Rules that name only an opportunity (and perhaps a signal) are what bulk actions create
     by the hundred; they are grouped into one ``IN`` each, so the statement stays small.
+
+    A rule's matchers on the opportunity (segment, owner, team, age) join the opportunity,
+    or with ``per_row`` become one correlated ``EXISTS`` probe of it per row. The sweep's
+    chunks use that: each covers a key range, and PostgreSQL, which does not carry the range
+    over to the joined table, hashed the whole opportunity table per chunk to join it.
     """
     p = prefix
     rules = list(rules)
@@ -267,14 +273,22 @@ def _clauses(
                 kind=rule.identity_kind, key=rule.identity_key
             ).values("opportunity_id")
             q &= Q(**{f"{p}opportunity_id__in": holders})
+        on_opportunity: dict[str, Any] = {}
         if rule.segment_id is not None:
-            q &= Q(**{f"{p}opportunity__segment_id": rule.segment_id})
+            on_opportunity["segment_id"] = rule.segment_id
         if rule.owner_id is not None:
-            q &= Q(**{f"{p}opportunity__owner_id": rule.owner_id})
+            on_opportunity["owner_id"] = rule.owner_id
         if rule.team_id is not None:
-            q &= Q(**{f"{p}opportunity__team_id__in": sorted(subtrees[rule.team_id])})
+            on_opportunity["team_id__in"] = sorted(subtrees[rule.team_id])
         if rule.older_than is not None:
-            q &= Q(**{f"{p}opportunity__arrived_at__lte": now - rule.older_than})
+            on_opportunity["arrived_at__lte"] = now - rule.older_than
+        if on_opportunity and per_row:
+            probe = TrackedOpportunity.objects.filter(
+                pk=OuterRef(f"{p}opportunity_id"), **on_opportunity
+            )
+            q &= Q(Exists(probe))
+        elif on_opportunity:
+            q &= Q(**{f"{p}opportunity__{name}": value for name, value in on_opportunity.items()})
         if rule.signal:
             q &= Q(**{f"{p}signal": rule.signal})
         clauses.append((q, Value(rule.pk), _reason(rule.comment)))
@@ -293,11 +307,14 @@ def _clauses(
     return clauses
 
 
-def matching_q(rules: Iterable[Suppression], now: datetime, prefix: str = "") -> Q:
+def matching_q(
+    rules: Iterable[Suppression], now: datetime, prefix: str = "", *, per_row: bool = False
+) -> Q:
     """The ``Q`` of deadlines or alerts (anything with ``opportunity`` and ``signal`` at
-    ``prefix``) that any of ``rules`` matches at ``now``; matches nothing without rules."""
+    ``prefix``) that any of ``rules`` matches at ``now``; matches nothing without rules.
+    ``per_row``: see :func:`_clauses`."""
     q = Q()
-    for clause, _rule, _why in _clauses(rules, now, prefix):
+    for clause, _rule, _why in _clauses(rules, now, prefix, per_row=per_row):
         q |= clause
     return q if q else Q(**{f"{prefix}pk__in": []})
 
@@ -438,7 +455,13 @@ def release(
     )
 
 
-def held_q(now: datetime, prefix: str = "", rules: list[Suppression] | None = None) -> Q | None:
+def held_q(
+    now: datetime,
+    prefix: str = "",
+    rules: list[Suppression] | None = None,
+    *,
+    per_row: bool = False,
+) -> Q | None:
     """What the active rules match at ``now``, or ``None`` when no rule is active."""
     rules = active_rules(now) if rules is None else rules
-    return matching_q(rules, now, prefix) if rules else None
+    return matching_q(rules, now, prefix, per_row=per_row) if rules else None

@@ -109,10 +109,11 @@ def inhibited_q(now: datetime, prefix: str = "", holds: Holds | None = None) -> 
     return q or None
 
 
-def held_q(now: datetime, holds: Holds | None = None) -> Q | None:
-    """Deadlines the sweep does not raise at ``now``: suppressed or inhibited."""
+def held_q(now: datetime, holds: Holds | None = None, *, per_row: bool = False) -> Q | None:
+    """Deadlines the sweep does not raise at ``now``: suppressed or inhibited. ``per_row``
+    probes the opportunity per deadline instead of joining it (for one key range)."""
     holds = holds or Holds.at(now)
-    suppressed = suppression.held_q(now, rules=holds.suppressions)
+    suppressed = suppression.held_q(now, rules=holds.suppressions, per_row=per_row)
     parts = [q for q in (suppressed, inhibited_q(now, holds=holds)) if q is not None]
     if not parts:
         return None
@@ -212,14 +213,19 @@ def _reopen_params(now: datetime) -> tuple[list[Any], list[Any]]:
 
 
 def raise_due(
-    deadlines: QuerySet[Deadline], now: datetime, holds: Holds | None = None
+    deadlines: QuerySet[Deadline],
+    now: datetime,
+    holds: Holds | None = None,
+    *,
+    per_row: bool = False,
 ) -> tuple[int, int, datetime | None]:
     """Insert an open alert for every deadline in ``deadlines`` that nothing holds back.
 
     Returns (examined, raised, the oldest raised alert's ``due_at``); reopened episodes count
     as raised. History rows are written set-based too (raw SQL bypasses simple-history).
+    ``per_row``: see :func:`held_q`; chunks of a full pass set it.
     """
-    held = held_q(now, holds)
+    held = held_q(now, holds, per_row=per_row)
     flag: Any = (
         Value(False, output_field=BooleanField())
         if held is None
@@ -483,7 +489,7 @@ def run_chunk(run_id: int, first: Any, last: Any, now: datetime) -> tuple[int, i
             since = last_until
         holds = Holds.at(now)
         deadlines = due(now, since=since, first=first, last=last, holds=holds)
-        examined, raised, oldest = raise_due(deadlines, now, holds)
+        examined, raised, oldest = raise_due(deadlines, now, holds, per_row=True)
         # One statement: the update reads the row as it is under its lock, so concurrent
         # chunks add up exactly and only the one that completes the run finishes it.
         lag = now - oldest if oldest else timedelta(0)
