@@ -327,6 +327,7 @@ def _step(
     step = Escalation(
         alert=alert,
         level=level,
+        alert_raised_at=alert.raised_at,
         fired_at=now,
         team_id=opp.team_id,
         policy_id=policy.pk if policy else None,
@@ -380,11 +381,21 @@ def _fire_batch(
         ).values_list("opportunity_id", "signal", "event_at", "due_at")
     }
     steps = [s for a in claimed if (s := _step(a, now, policies, current, names)) is not None]
+
     # The claim's row locks already keep overlapping passes apart; this keeps a step that is
     # somehow on record (a pass retried after its alert update was lost) from being recorded
-    # or notified twice.
-    done = set(Escalation.objects.filter(alert__in=claimed).values_list("alert_id", "level"))
-    new = [s for s in steps if (s.alert_id, s.level) not in done]
+    # or notified twice. A step is the same when it is for the same raise of the alert and
+    # level, and both or neither found the breach cleared.
+    def key(alert_id: Any, raised_at: datetime, level: int, outcome: str) -> tuple[Any, ...]:
+        return alert_id, raised_at, level, outcome == EscalationOutcome.CLEARED
+
+    done = {
+        key(*row)
+        for row in Escalation.objects.filter(alert__in=claimed).values_list(
+            "alert_id", "alert_raised_at", "level", "outcome"
+        )
+    }
+    new = [s for s in steps if key(s.alert_id, s.alert_raised_at, s.level, s.outcome) not in done]
     Escalation.objects.bulk_create(new)
     bulk_update_with_history(
         claimed,

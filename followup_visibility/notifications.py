@@ -234,7 +234,8 @@ def notify_escalation(
 ) -> int:
     """Tell the manager an alert was escalated to them (inbox, and email); return rows made.
 
-    The dedupe key is ``escalation:<level>``: each level notifies its recipient once.
+    The dedupe key is ``escalation:<level>:<step id>``: each step notifies its recipient once
+    (a reopened episode climbs the levels again, with new steps).
     """
     recipient = escalation.recipient_id
     if recipient is None:
@@ -263,7 +264,7 @@ def notify_escalation(
         alert.pk,
         recipient,
         NotificationKind.ESCALATION,
-        f"escalation:{escalation.level}",
+        f"escalation:{escalation.level}:{escalation.pk}",
         subject,
         body,
         now,

@@ -162,7 +162,9 @@ def message_texts(response: Any) -> list[str]:
 )
 def test_the_pages_render(admin_client: Any, world: World, model: str) -> None:
     alert = world.alert(world.mine, Signal.NO_FIRST_RESPONSE)
-    Escalation.objects.create(alert=alert, level=1, fired_at=NOW, outcome="no_manager")
+    Escalation.objects.create(
+        alert=alert, level=1, alert_raised_at=alert.raised_at, fired_at=NOW, outcome="no_manager"
+    )
     Notification.objects.create(
         recipient=world.rep,
         alert=alert,
@@ -397,7 +399,12 @@ def test_without_change_permission_there_are_no_actions(
 def test_the_change_page_is_a_read_only_record(admin_client: Any, world: World) -> None:
     alert = world.alert(world.mine, Signal.NO_FIRST_RESPONSE)
     Escalation.objects.create(
-        alert=alert, level=1, fired_at=NOW, outcome="notified", recipient=world.manager
+        alert=alert,
+        level=1,
+        alert_raised_at=alert.raised_at,
+        fired_at=NOW,
+        outcome="notified",
+        recipient=world.manager,
     )
     Notification.objects.create(
         recipient=world.manager,
@@ -608,7 +615,13 @@ def test_escalations_are_listed_within_scope(
     theirs = world.alert(world.theirs, Signal.NO_FIRST_RESPONSE)
     mine = world.alert(world.mine, Signal.NO_FIRST_RESPONSE)
     for alert in (mine, theirs):
-        Escalation.objects.create(alert=alert, level=1, fired_at=NOW, outcome="no_manager")
+        Escalation.objects.create(
+            alert=alert,
+            level=1,
+            alert_raised_at=alert.raised_at,
+            fired_at=NOW,
+            outcome="no_manager",
+        )
     world.rep.user_permissions.add(Permission.objects.get(codename="view_escalation"))
     client.force_login(world.rep)
     response = client.get(reverse("admin:followup_visibility_escalation_changelist"))

@@ -135,8 +135,8 @@ def test_a_level_fires_at_its_business_time_threshold_and_not_a_second_before(or
 
     notes = Notification.objects.filter(recipient=org.boss)
     assert {(n.channel, n.kind, n.dedupe_key) for n in notes} == {
-        (NotificationChannel.INBOX, NotificationKind.ESCALATION, "escalation:1"),
-        (NotificationChannel.EMAIL, NotificationKind.ESCALATION, "escalation:1"),
+        (NotificationChannel.INBOX, NotificationKind.ESCALATION, f"escalation:1:{step.pk}"),
+        (NotificationChannel.EMAIL, NotificationKind.ESCALATION, f"escalation:1:{step.pk}"),
     }
     assert all(n.escalation == step and n.deliver_after == LEVEL_1 for n in notes)
     assert "level 1" in notes[0].subject
@@ -437,3 +437,45 @@ def test_moving_to_another_team_plans_escalation_under_its_policy(org: Org) -> N
     # Half a business hour past due (Monday 17:00) under the east team's policy: Tuesday
     # 09:30, not the default's 10:00.
     assert fresh(alert).escalate_at == ny(3, 3, 9, 30) < LEVEL_1
+
+
+def _reopen(alert: Alert, at: Any) -> Alert:
+    """Resolve the episode automatically, then have a full pass find it due again."""
+    Alert.objects.filter(pk=alert.pk).update(status="resolved", resolution="auto", resolved_at=at)
+    sweep.sweep(at + SECOND, full=True)
+    alert = fresh(alert)
+    assert (alert.status, alert.escalation_level) == ("open", 0)
+    return alert
+
+
+def test_a_reopened_episode_escalates_and_notifies_again(org: Org) -> None:
+    alert = raised(org)
+    assert escalation.escalate(LEVEL_1)["notified"] == 1
+    alert = _reopen(alert, LEVEL_1 + HOUR)
+    # A new breach of the same episode: the manager hears of it again, on the record (before,
+    # the step of the first raise held level 1, and the alert climbed on to level 2 silently).
+    assert escalation.plan(LEVEL_1 + HOUR) == 1
+    (step,) = escalation.fire(LEVEL_1 + HOUR + SECOND)
+    assert (step.level, step.outcome, step.recipient) == (1, EscalationOutcome.NOTIFIED, org.boss)
+    assert step.alert_raised_at == alert.raised_at == LEVEL_1 + HOUR + SECOND
+    assert Escalation.objects.filter(alert=alert, level=1).count() == 2
+    assert Notification.objects.filter(recipient=org.boss, alert=alert).count() == 4
+    assert fresh(alert).escalation_level == 1
+
+
+def test_a_cleared_step_does_not_block_the_level_later(org: Org) -> None:
+    alert = raised(org)
+    escalation.plan(DUE)
+    deadline = Deadline.objects.filter(
+        opportunity_id=alert.opportunity_id, signal=Signal.NO_FIRST_RESPONSE
+    )
+    deadline.update(due_at=LEVEL_1 + HOUR)  # not due at fire time: the step is cleared
+    (cleared,) = escalation.fire(LEVEL_1)
+    assert cleared.outcome == EscalationOutcome.CLEARED
+    # Due again (the deadline moved back) and planned again, as a wake or a team move does.
+    deadline.update(due_at=DUE)
+    Alert.objects.filter(pk=alert.pk).update(escalation_planned=False)
+    escalation.plan(LEVEL_1 + SECOND)
+    (step,) = escalation.fire(LEVEL_1 + SECOND)
+    assert (step.level, step.outcome, step.recipient) == (1, EscalationOutcome.NOTIFIED, org.boss)
+    assert Notification.objects.filter(recipient=org.boss, alert=alert).count() == 2

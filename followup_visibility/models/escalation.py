@@ -79,6 +79,9 @@ class Escalation(models.Model):
         "followup_visibility.Alert", on_delete=models.CASCADE, related_name="escalations"
     )
     level = models.PositiveSmallIntegerField(_("level"))
+    #: The alert's ``raised_at`` when the step fired: a reopened episode is raised anew and
+    #: climbs the levels again, on the record.
+    alert_raised_at = models.DateTimeField(_("alert raised at"))
     fired_at = models.DateTimeField(_("fired at"))
     outcome = models.CharField(_("outcome"), max_length=20, choices=EscalationOutcome)
     recipient = models.ForeignKey(
@@ -101,8 +104,14 @@ class Escalation(models.Model):
         verbose_name_plural = _("escalations")
         ordering = ["alert", "level"]
         constraints = [
-            # A retried or overlapping escalation pass records each step once.
-            models.UniqueConstraint(fields=["alert", "level"], name="fv_escalation_once_per_level"),
+            # A retried or overlapping escalation pass records each step once per raise of the
+            # alert. A step that found the breach cleared holds no level: if the alert breaches
+            # again and is planned again, that level fires for real.
+            models.UniqueConstraint(
+                fields=["alert", "alert_raised_at", "level"],
+                condition=~Q(outcome=EscalationOutcome.CLEARED),
+                name="fv_escalation_once_per_level",
+            ),
         ]
 
     def __str__(self) -> str:
