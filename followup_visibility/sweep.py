@@ -478,8 +478,8 @@ def run_chunk(run_id: int, first: Any, last: Any, now: datetime) -> tuple[int, i
     """Raise the alerts of one key range of a pass, in one transaction; (examined, raised).
 
     Adds to the run's counters; the chunk that completes the run sets ``finished_at``. A
-    retried chunk raises nothing twice (the constraints absorb it) but adds to the counters
-    again, so after a retry ``examined`` and ``chunks_done`` may exceed the real figures.
+    chunk retried after it committed (a worker lost before acknowledging it) finds its range
+    done, rolls its work back and counts nothing: ``(0, 0)``.
     """
     with transaction.atomic():
         _no_jit()
@@ -490,10 +490,19 @@ def run_chunk(run_id: int, first: Any, last: Any, now: datetime) -> tuple[int, i
         holds = Holds.at(now)
         deadlines = due(now, since=since, first=first, last=last, holds=holds)
         examined, raised, oldest = raise_due(deadlines, now, holds, per_row=True)
-        # One statement: the update reads the row as it is under its lock, so concurrent
-        # chunks add up exactly and only the one that completes the run finishes it.
+        # Locked last, so the chunks of a pass run side by side and queue only here; under
+        # the lock the counters add up exactly and only the chunk that completes the run
+        # finishes it.
+        done = SweepRun.objects.select_for_update().values_list("done_ranges", flat=True)
+        done_ranges = list(done.get(pk=run_id))
+        if first in done_ranges:
+            # A retry of a chunk that committed: its alerts are there; count nothing twice.
+            transaction.set_rollback(True)
+            logger.info("sweep %s chunk %s-%s: done already", run_id, first, last)
+            return 0, 0
         lag = now - oldest if oldest else timedelta(0)
         SweepRun.objects.filter(pk=run_id).update(
+            done_ranges=[*done_ranges, first],
             examined=F("examined") + examined,
             raised=F("raised") + raised,
             chunks_done=F("chunks_done") + 1,

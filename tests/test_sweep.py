@@ -285,17 +285,26 @@ def test_a_chunked_full_pass_raises_what_one_pass_raises(
     assert keys() == chunked
 
 
-def test_a_retried_chunk_raises_nothing_twice_but_counts_again(lead: Lead) -> None:
+def test_a_retried_chunk_raises_and_counts_nothing_twice(
+    around_the_clock: None, make_user: Callable[..., Any], settings: Any
+) -> None:
+    new_leads(3, owner=make_user())
     now = T0 + 9 * HOUR
+    settings.FOLLOWUP_VISIBILITY_SWEEP_CHUNK_SIZE = 2
     started = sweep.start(now, full=True)
     assert started is not None
-    run, [(first, last)] = started
-    assert sweep.run_chunk(run.pk, first, last, now) == (2, 2)
-    assert sweep.run_chunk(run.pk, first, last, now) == (2, 0)
+    run, [(first, last), (first_2, last_2)] = started
+    assert sweep.run_chunk(run.pk, first, last, now) == (4, 4)
+    # Delivered again after it committed (a worker lost before acknowledging it): nothing
+    # is counted twice, and the run is not finished while its other chunk has not run.
+    assert sweep.run_chunk(run.pk, first, last, now) == (0, 0)
     run.refresh_from_db()
-    assert Alert.objects.count() == 2
-    assert (run.examined, run.raised, run.chunks, run.chunks_done) == (4, 2, 1, 2)
-    assert run.finished_at == now
+    assert Alert.objects.count() == 4
+    assert (run.examined, run.raised, run.chunks, run.chunks_done) == (4, 4, 2, 1)
+    assert run.finished_at is None and run.done_ranges == [first]
+    assert sweep.run_chunk(run.pk, first_2, last_2, now) == (2, 2)
+    run.refresh_from_db()
+    assert (run.examined, run.raised, run.chunks_done, run.finished_at) == (6, 6, 2, now)
 
 
 def test_a_full_pass_with_nothing_due_is_finished_at_once(lead: Lead) -> None:

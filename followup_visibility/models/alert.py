@@ -321,6 +321,8 @@ class SweepRun(models.Model):
     suppressed = models.PositiveIntegerField(_("alerts suppressed"), default=0)
     chunks = models.PositiveIntegerField(_("chunks"), default=1)
     chunks_done = models.PositiveIntegerField(_("chunks done"), default=0)
+    #: The first key of each chunk done: a chunk retried after it committed counts once.
+    done_ranges = models.JSONField(_("chunks done (first keys)"), default=list, editable=False)
     lag = models.DurationField(_("lag"), null=True, blank=True)
 
     class Meta:
