@@ -262,7 +262,7 @@ def naive_loop(ids: list[int], now: datetime, *, atomic: bool) -> tuple[int, flo
     when an alert is active for its signal or when its episode already has an alert (reopen
     that one if it was resolved automatically), else create an alert with its history row.
     It is the generous version of naive: rules are read once, and the two alert checks are
-    one query. ``same_as_sweep`` checks that it raised what the sweep raises.
+    one query. ``raised_for`` checks that it raised what the sweep raises.
     """
     from django.db import transaction
     from django.db.models import Q
@@ -298,6 +298,7 @@ def naive_loop(ids: list[int], now: datetime, *, atomic: bool) -> tuple[int, flo
                     continue  # dismissed or resolved by hand: the episode stays closed
                 alert.status, alert.resolved_at, alert.resolution = AlertStatus.OPEN, None, ""
                 alert.raised_at, alert.due_at = now, deadline.due_at
+                alert.clock_start, alert.sla = deadline.clock_start, deadline.sla
             else:
                 alert = Alert(
                     opportunity_id=deadline.opportunity_id,
