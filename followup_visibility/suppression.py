@@ -99,6 +99,43 @@ def create(
     ``identity`` is a raw phone number or email address; it is normalized as contact
     identities are, so it matches however the CRM wrote it. ``starts_at`` defaults to now.
     """
+    rule = build(
+        comment=comment,
+        by=by,
+        now=now,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        opportunity=opportunity,
+        identity=identity,
+        segment=segment,
+        owner=owner,
+        team=team,
+        signal=signal,
+        older_than=older_than,
+    )
+    return add(rule, by=by, now=now)
+
+
+def build(
+    *,
+    comment: str,
+    by: Any,
+    now: datetime,
+    starts_at: datetime | None = None,
+    ends_at: datetime | None = None,
+    opportunity: TrackedOpportunity | None = None,
+    identity: str = "",
+    segment: Segment | None = None,
+    owner: Any = None,
+    team: Team | None = None,
+    signal: str = "",
+    older_than: timedelta | None = None,
+) -> Suppression:
+    """Validate and normalize a rule without saving it: :func:`add` saves it.
+
+    For a form that validates before it saves (the admin's); raises ``ValidationError`` with
+    the errors by field. Arguments as for :func:`create`.
+    """
     errors: dict[str, str] = {}
     comment = (comment or "").strip()
     identity = (identity or "").strip()
@@ -138,6 +175,11 @@ def create(
         created_by=by,
         created_at=now,
     )
+    return rule
+
+
+def add(rule: Suppression, *, by: Any, now: datetime) -> Suppression:
+    """Save a rule :func:`build` made, with its history, and hold what it matches at once."""
     with transaction.atomic():
         _save(rule, by, now, _("created"))
         apply(now, by=by)

@@ -127,6 +127,19 @@ def test_a_rule_suppresses_active_alerts_and_releases_them_when_it_ends(
         assert last_history(alert).history_change_reason == "released: suppression ended"
 
 
+def test_build_validates_and_normalizes_without_saving_and_add_applies(world: World) -> None:
+    sweep.sweep(NOW)
+    rule = suppression.build(comment=" Fair ", by=world.user, now=NOW, identity="(212) 555-0123")
+    assert rule.pk is None and (rule.identity_kind, rule.comment) == (IdentityKind.PHONE, "Fair")
+    assert not Suppression.objects.exists()
+    assert set(statuses(world.opp_a).values()) == {AlertStatus.OPEN}  # nothing held yet
+
+    suppression.add(rule, by=world.user, now=NOW)
+    assert Suppression.objects.get() == rule and rule.history.get().history_user == world.user
+    assert set(statuses(world.opp_a).values()) == {AlertStatus.SUPPRESSED}
+    assert set(statuses(world.opp_b).values()) == {AlertStatus.OPEN}
+
+
 def test_a_signal_rule_suppresses_that_signal_everywhere(world: World) -> None:
     sweep.sweep(NOW)
     suppression.create(

@@ -31,7 +31,7 @@ _MATCHERS = ("opportunity", "identity", "segment", "owner", "team", "signal", "o
 
 
 class SuppressionForm(forms.ModelForm):
-    """The add form; saving is ``suppression.create``, which also validates and normalizes."""
+    """The add form; ``suppression.build`` validates and normalizes, ``suppression.add`` saves."""
 
     identity = forms.CharField(
         label=_("Contact identity"),
@@ -71,14 +71,13 @@ class SuppressionForm(forms.ModelForm):
             self.fields["starts_at"].required = False
 
     def _post_clean(self) -> None:
-        # Instead of the model's validation: the domain function validates as it creates, and
-        # calling it here turns its errors into field errors. The admin validates and saves in
-        # one transaction, so anything failing after this point still leaves nothing behind.
+        # Instead of the model's validation: the domain's, which also normalizes the contact
+        # identity; its errors become field errors. Nothing is saved here (save_model does).
         if self.errors:
             return
         data = self.cleaned_data
         try:
-            self.instance = suppression.create(
+            self.instance = suppression.build(
                 comment=data["comment"],
                 by=self.by,
                 now=self.now,
@@ -167,11 +166,12 @@ class SuppressionAdmin(RecordHistoryAdmin):
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
     ) -> Any:
         form = super().get_form(request, obj, change, **kwargs)
-        # The form creates the rule as it validates (see SuppressionForm): it needs the user.
+        # The domain's validation (see SuppressionForm) records who creates the rule, and when.
         return type(form.__name__, (form,), {"by": request.user, "now": timezone.now()})
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        pass  # suppression.create saved it, with its history, while validating the form
+        # Not obj.save(): the rule is saved with its history and applied to the alerts at once.
+        suppression.add(obj, by=request.user, now=form.now)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         if obj is not None:

@@ -148,12 +148,9 @@ class Alert(models.Model):
                 fields=["opportunity", "signal", "episode_at"], name="fv_alert_one_per_episode"
             ),
         ]
+        # No index on ``due_at``: nothing reads active alerts by due time alone (the register
+        # ranks by severity, derived per row), and each index is an entry per raised alert.
         indexes = [
-            models.Index(
-                fields=["due_at"],
-                condition=Q(status__in=ACTIVE_ALERT_STATUSES),
-                name="fv_alert_active_due",
-            ),
             # Raised alerts have no escalation time until it is planned: no entry until then.
             models.Index(
                 fields=["escalate_at"],
