@@ -4,7 +4,7 @@ from example_project.crm.models import Deal, Lead
 
 
 @admin.register(Lead)
-class LeadAdmin(admin.ModelAdmin):
+class LeadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # not subscriptable at runtime
     list_display = ("name", "company", "source", "status", "owner", "created_at", "next_step_at")
     list_filter = ("status", "source", "team")
     list_select_related = ("owner",)
@@ -13,7 +13,7 @@ class LeadAdmin(admin.ModelAdmin):
 
 
 @admin.register(Deal)
-class DealAdmin(admin.ModelAdmin):
+class DealAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # not subscriptable at runtime
     list_display = ("name", "stage", "status", "owner", "amount", "created_at", "next_step_at")
     list_filter = ("stage", "status", "team")
     list_select_related = ("owner",)

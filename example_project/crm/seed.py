@@ -81,7 +81,7 @@ COMPANIES = [
 ]
 
 # Source -> (weight, inbound channel, inbound outcome)
-SOURCES = {
+SOURCES: dict[str, tuple[int, Channel, Outcome]] = {
     Lead.Source.MISSED_CALL: (3, Channel.PHONE, Outcome.NO_ANSWER),
     Lead.Source.PRICING: (3, Channel.WEB_FORM, Outcome.SUBMITTED),
     Lead.Source.WEB_FORM: (3, Channel.WEB_FORM, Outcome.SUBMITTED),

@@ -30,7 +30,8 @@ DAY = timedelta(days=1)
 
 
 def _opportunity(lead: Lead) -> TrackedOpportunity:
-    return TrackedOpportunity.objects.for_object(lead).get()
+    opportunity: TrackedOpportunity = TrackedOpportunity.objects.for_object(lead).get()
+    return opportunity
 
 
 def _conflicting_owners(now: datetime, users: dict[str, Any]) -> int:
