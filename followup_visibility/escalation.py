@@ -118,21 +118,16 @@ class Policies:
             calendar_id = self.team_calendars.get(team_id, self.default_calendar)
         return self.engines.get(calendar_id) if calendar_id is not None else None
 
-    def escalate_at(
-        self, team_id: int | None, due_at: datetime, level: int, since: datetime | None = None
-    ) -> datetime | None:
-        """When level ``level`` (1-based) fires for an alert due at ``due_at`` that came back
-        open at ``since`` (if it did: levels then count from the later of the two); None if
-        no level is left."""
-        if since is not None and since > due_at:
-            due_at = since
+    def escalate_at(self, team_id: int | None, start: datetime, level: int) -> datetime | None:
+        """When level ``level`` (1-based) fires for an alert whose levels count from ``start``
+        (see :func:`counts_from`); None if no level is left."""
         policy = self.policy_for(team_id)
         if policy is None or not 1 <= level <= len(policy.levels):
             return None
         after = policy.levels[level - 1]
         calendar = self.calendar_for(team_id)
         # Without any calendar there is no business time to count in: fall back to wall time.
-        return add_business_time(calendar, due_at, after) if calendar else due_at + after
+        return add_business_time(calendar, start, after) if calendar else start + after
 
     def recipient(self, team_id: int | None, level: int, owner_id: Any) -> tuple[Any, int] | None:
         """(manager, their team) for level ``level``, walking up from ``team_id``; None if none."""
@@ -145,6 +140,20 @@ class Policies:
             if len(found) == level:
                 return manager, team
         return None
+
+
+def counts_from(
+    due_at: datetime, raised_at: datetime, escalation_from: datetime | None = None
+) -> datetime:
+    """When an alert's escalation levels start counting: when it was raised, or when it came
+    back open after a snooze or a suppression, and never before it fell due.
+
+    Nobody can acknowledge an alert before it exists. A steady sweep raises within a pass of
+    ``due_at``, so normally this is the due time; but the first sweep over an old backlog, or
+    one catching up after an outage, would otherwise send every long-past level to managers at
+    once, before the owner had heard of the alert.
+    """
+    return max(t for t in (due_at, raised_at, escalation_from) if t is not None)
 
 
 def policy_for(team_id: int | None, policies: Policies | None = None) -> Policy | None:
@@ -287,7 +296,12 @@ def plan(now: datetime, *, batch: int = 5000) -> int:
                 .filter(status=AlertStatus.OPEN, escalation_planned=False, pk__gt=last_pk)
                 .order_by("pk")
                 .values_list(
-                    "pk", "due_at", "escalation_from", "escalation_level", "opportunity__team_id"
+                    "pk",
+                    "due_at",
+                    "raised_at",
+                    "escalation_from",
+                    "escalation_level",
+                    "opportunity__team_id",
                 )[:batch]
             )
             if not rows:
@@ -297,10 +311,12 @@ def plan(now: datetime, *, batch: int = 5000) -> int:
                 [
                     Alert(
                         pk=pk,
-                        escalate_at=policies.escalate_at(team_id, due_at, level + 1, since),
+                        escalate_at=policies.escalate_at(
+                            team_id, counts_from(due_at, raised_at, back), level + 1
+                        ),
                         escalation_planned=True,
                     )
-                    for pk, due_at, since, level, team_id in rows
+                    for pk, due_at, raised_at, back, level, team_id in rows
                 ],
                 ["escalate_at", "escalation_planned"],
             )
@@ -350,7 +366,7 @@ def _step(
         return None
     alert.escalation_level = level
     alert.escalate_at = policies.escalate_at(
-        opp.team_id, alert.due_at, level + 1, alert.escalation_from
+        opp.team_id, counts_from(alert.due_at, alert.raised_at, alert.escalation_from), level + 1
     )
     to = policies.recipient(opp.team_id, level, opp.owner_id)
     if to is None:

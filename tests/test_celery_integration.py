@@ -278,27 +278,39 @@ def test_beat_and_worker_turn_a_due_deadline_into_an_alert_and_an_escalation(
     make_user: Callable[..., Any], queue: str, tmp_path: Path
 ) -> None:
     """The whole loop on real processes: beat ticks, the worker sweeps and escalates."""
-    from datetime import timedelta
+    from datetime import time, timedelta
 
     from django.utils import timezone
 
     from followup_visibility import escalation
     from followup_visibility.choices import AlertStatus, EscalationOutcome, Signal
-    from followup_visibility.models import Alert, Escalation, EscalationPolicy, Notification
+    from followup_visibility.models import (
+        Alert,
+        Escalation,
+        EscalationPolicy,
+        Notification,
+        WorkingWindow,
+    )
     from tests.factories_sla import install_defaults, lead_at, make_team, opportunity
 
     # Transactional tests flush the migration's rows: a known calendar, policy and escalation.
-    install_defaults(time_zone="UTC")
+    # Round the clock, so business time passes whenever the suite runs.
+    defaults = install_defaults(time_zone="UTC")
+    WorkingWindow.objects.filter(calendar=defaults.calendar).delete()
+    WorkingWindow.objects.bulk_create(
+        WorkingWindow(calendar=defaults.calendar, weekday=day, start=time(0), end=time(0))
+        for day in range(7)
+    )
     EscalationPolicy.objects.all().delete()
     escalation.create_policy(
-        "Default", [timedelta(minutes=30), timedelta(hours=2)], is_default=True, now=timezone.now()
+        "Default", [timedelta(seconds=2), timedelta(hours=2)], is_default=True, now=timezone.now()
     )
     rep, manager = make_user("rep"), make_user("manager", email="manager@example.com")
     team = make_team("emea", members=[rep])
     team.manager = manager
     team.save()
-    # Arrived three weeks ago and never answered: its first-response deadline passed long ago,
-    # and so did escalation level 1 (30 business minutes after that).
+    # Arrived three weeks ago and never answered: its first-response deadline passed long ago.
+    # Levels count from when the alert is raised: level 1 fires two seconds after the sweep.
     lead = lead_at(timezone.now() - timedelta(days=21), owner=rep, team="emea")
     opp = opportunity(lead)
     assert opp.team_id == team.pk
@@ -328,6 +340,7 @@ def test_beat_and_worker_turn_a_due_deadline_into_an_alert_and_an_escalation(
         manager,
         team,
     )
+    assert step.fired_at >= alert.raised_at + timedelta(seconds=2)  # not at the raise
     assert Notification.objects.filter(alert=alert, recipient=manager, escalation=step).exists()
     beat_output = beat_log.read_text()
     assert "Sending due task followup-visibility-sweep" in beat_output

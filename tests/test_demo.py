@@ -1,12 +1,14 @@
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from io import StringIO
 
+import pytest
 from django.core.management import call_command
 
 from example_project.crm.models import Deal, Lead
 from example_project.crm.seed import seed
 from followup_visibility.choices import Status
 from followup_visibility.models import DuplicateMatch, Handoff, Touch, TrackedOpportunity
+from tests.conftest import NOW
 
 
 def test_seed_builds_a_realistic_pipeline(db, now):
@@ -80,6 +82,11 @@ def test_seed_configures_segments_teams_and_versioned_policies(db, now):
             assert deadline.calendar_id == team.calendar_id
 
 
+@pytest.mark.parametrize(
+    "now",
+    [NOW, datetime(2026, 3, 9, 7, 0, tzinfo=UTC)],  # and a Monday before anyone's working hours
+    ids=["tuesday afternoon", "monday early"],
+)
 def test_seed_shows_alerts_of_every_signal_escalated_and_triaged(db, now):
     from followup_visibility import sweep
     from followup_visibility.choices import AlertStatus, EscalationOutcome, Signal

@@ -142,6 +142,21 @@ def test_a_level_fires_at_its_business_time_threshold_and_not_a_second_before(or
     assert "level 1" in notes[0].subject
 
 
+def test_levels_count_from_a_late_raise_not_from_the_old_due_time(org: Org) -> None:
+    # The first sweep over an old backlog, or one catching up after an outage, raises long
+    # after the due time: the owner still gets the policy's time before a manager hears.
+    lead = lead_at(ARRIVAL, owner=org.rep, team="sales")
+    late = LEVEL_2 + 2 * HOUR  # Tuesday 14:00: past both levels, counted from the due time
+    sweep.sweep(late, full=True)
+    alert = Alert.objects.get(opportunity=opportunity(lead), signal=Signal.NO_FIRST_RESPONSE)
+    assert (alert.due_at, alert.raised_at) == (DUE, late)
+    assert escalation.escalate(late + HOUR - SECOND)["notified"] == 0
+    assert fresh(alert).escalate_at == late + HOUR
+    (step,) = escalation.fire(late + HOUR)
+    assert (step.level, step.recipient) == (1, org.boss)
+    assert fresh(alert).escalate_at == late + 3 * HOUR  # level 2: 3 business hours from 14:00
+
+
 def test_level_two_goes_one_team_up(org: Org) -> None:
     alert = raised(org)
     escalation.escalate(LEVEL_1)
@@ -455,7 +470,9 @@ def test_a_reopened_episode_escalates_and_notifies_again(org: Org) -> None:
     # A new breach of the same episode: the manager hears of it again, on the record (before,
     # the step of the first raise held level 1, and the alert climbed on to level 2 silently).
     assert escalation.plan(LEVEL_1 + HOUR) == 1
-    (step,) = escalation.fire(LEVEL_1 + HOUR + SECOND)
+    # Its levels count from the new raise (11:00:01), not from the old due time.
+    assert escalation.fire(LEVEL_1 + 2 * HOUR) == []
+    (step,) = escalation.fire(LEVEL_1 + 2 * HOUR + SECOND)
     assert (step.level, step.outcome, step.recipient) == (1, EscalationOutcome.NOTIFIED, org.boss)
     assert step.alert_raised_at == alert.raised_at == LEVEL_1 + HOUR + SECOND
     assert Escalation.objects.filter(alert=alert, level=1).count() == 2

@@ -13,7 +13,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from example_project.crm.models import Lead
-from followup_visibility import escalation, tasks
+from followup_visibility import escalation, sweep, tasks
 from followup_visibility.choices import EscalationOutcome, Signal
 from followup_visibility.models import Alert, Escalation, EscalationPolicy, SweepRun
 from followup_visibility.schedule import BEAT_SCHEDULE
@@ -109,8 +109,9 @@ def test_sweep_task_runs_a_pass_and_its_chunks(team_lead: Lead, settings: Any) -
 
 
 def test_escalate_and_notify_tasks(team_lead: Lead, mailoutbox: list[Any]) -> None:
-    # The real clock is months after the lead's deadlines: every alert is critical and
-    # past every escalation level.
+    # The real clock is months after the lead's deadlines: every alert is critical. Raised a
+    # week ago (levels count from the raise), so it is past every escalation level now.
+    sweep.sweep(timezone.now() - 7 * 24 * HOUR, full=True)
     tasks.sweep_pass.delay().get()
     tasks.escalate.delay().get()
     step = Escalation.objects.get(level=1, alert__signal=Signal.NO_FIRST_RESPONSE)

@@ -125,7 +125,10 @@ def play(now: datetime, users: dict[str, Any], rng: random.Random) -> int:
     yesterday = now - DAY
     touches = _conflicting_owners(now, users)
     _stall(now, users)
-    # Yesterday's passes, as beat would have run them.
+    # Last week's and yesterday's passes, as beat would have run them. Escalation levels
+    # count from when an alert was raised, so the week-old backlog has reached the managers
+    # by now whatever the weekday and hour the demo is seeded at.
+    sweep.sweep(now - 7 * DAY, full=True)
     sweep.sweep(yesterday - DAY, full=True)
     sweep.sweep(yesterday)
     escalation.escalate(yesterday)
