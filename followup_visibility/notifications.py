@@ -1,7 +1,7 @@
 """Notifications: an in-app inbox and an email digest, logged so nothing is sent twice.
 
 Every message is a :class:`~followup_visibility.models.Notification` row whose ``dedupe_key``
-names what it says (kind, severity or level, repeat round). The unique constraint on (alert,
+names what it says (kind, severity or level, and which repeat). The unique constraint on (alert,
 recipient, channel, dedupe_key) makes creating one idempotent: overlapping or retried passes
 insert nothing new. Inbox rows are delivered when created; email rows wait for
 :func:`deliver`, which sends one digest per recipient, and for the recipient's working hours
@@ -22,15 +22,16 @@ from django.core.mail import EmailMessage
 from django.db import transaction
 from django.db.models import (
     CharField,
-    DateTimeField,
+    Count,
     Exists,
     F,
     IntegerField,
     OuterRef,
     QuerySet,
+    Subquery,
     Value,
 )
-from django.db.models.functions import Cast, Concat, Floor
+from django.db.models.functions import Cast, Coalesce, Concat
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
@@ -139,19 +140,17 @@ def _minimum() -> Severity:
 
 
 def pending_alerts(now: datetime) -> QuerySet[Any]:
-    """Open, owned alerts severe enough to notify, with no notification for their current key.
+    """Open, owned alerts severe enough to notify whose owner is due a message about them.
 
-    Annotated with ``severity`` and ``notify_key``: ``alert:<severity>:<round>``, where the
-    round is ``floor((now - raised_at) / NOTIFY_REPEAT)``. The same alert at the same severity
-    has the same key for a whole round, so it is sent once per round; a new severity is news.
+    Due: no message at this severity since the alert was raised, or the last one is at least
+    ``NOTIFY_REPEAT`` old. A new severity is news, and so is a new raise (a reopened episode).
+    Annotated with ``severity`` and ``notify_key``: ``alert:<severity>:<n>``, ``n`` counting
+    the owner's earlier messages about the alert at that severity. Two overlapping passes
+    compute the same key, so the unique constraint keeps one message.
     """
     repeat = app_settings.NOTIFY_REPEAT
     if repeat.total_seconds() <= 0:
         raise ImproperlyConfigured("FOLLOWUP_VISIBILITY_NOTIFY_REPEAT must be positive.")
-    since = severity.Micros(
-        severity.duration(Value(now, output_field=DateTimeField()) - F("raised_at"))
-    )
-    round_ = Cast(Floor(since / Value(float(severity.micros(repeat)))), IntegerField())
     candidates = severity.at_least(
         Alert.objects.filter(
             status=AlertStatus.OPEN,
@@ -161,23 +160,26 @@ def pending_alerts(now: datetime) -> QuerySet[Any]:
         ),
         _minimum(),
         now,
-    )
-    return candidates.annotate(
-        notify_key=Concat(
-            Value("alert:"),
-            Cast(F("severity"), CharField()),
-            Value(":"),
-            Cast(round_, CharField()),
-            output_field=CharField(),
+    ).annotate(
+        notify_prefix=Concat(
+            Value("alert:"), Cast(F("severity"), CharField()), Value(":"), output_field=CharField()
         )
-    ).filter(
-        ~Exists(
-            Notification.objects.filter(
-                alert=OuterRef("pk"),
-                recipient=OuterRef("opportunity__owner"),
-                channel=NotificationChannel.INBOX,
-                dedupe_key=OuterRef("notify_key"),
-            )
+    )
+    # The owner's messages about the alert at its current severity (any raise).
+    sent = Notification.objects.filter(
+        alert=OuterRef("pk"),
+        recipient=OuterRef("opportunity__owner"),
+        channel=NotificationChannel.INBOX,
+        kind=NotificationKind.ALERT,
+        dedupe_key__startswith=OuterRef("notify_prefix"),
+    )
+    recent = sent.filter(created_at__gte=OuterRef("raised_at"), created_at__gt=now - repeat)
+    earlier = sent.order_by().values("alert").annotate(n=Count("pk")).values("n")
+    return candidates.filter(~Exists(recent)).annotate(
+        notify_key=Concat(
+            F("notify_prefix"),
+            Cast(Coalesce(Subquery(earlier, output_field=IntegerField()), 0), CharField()),
+            output_field=CharField(),
         )
     )
 

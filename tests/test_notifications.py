@@ -1,4 +1,4 @@
-"""Notifications: once per key and round, held for quiet hours, emailed as one digest."""
+"""Notifications: once per key and interval, held for quiet hours, emailed as one digest."""
 
 from __future__ import annotations
 
@@ -84,23 +84,42 @@ def test_a_severity_change_is_news(setup: Setup) -> None:
     assert [k for c, k in notes_of(alert) if c == "inbox"] == ["alert:3:0", "alert:4:0"]
 
 
-@override_settings(FOLLOWUP_VISIBILITY_NOTIFY_REPEAT=2 * HOUR)
-def test_an_alert_is_sent_again_after_the_repeat_interval(setup: Setup) -> None:
-    alert = alert_for(setup.rep)  # raised at 11:00: rounds change at 13:00, 15:00, ...
+@override_settings(FOLLOWUP_VISIBILITY_NOTIFY_REPEAT=HOUR + HOUR / 2)
+def test_an_unchanged_alert_is_sent_again_a_whole_interval_after_the_last_message(
+    setup: Setup,
+) -> None:
+    alert = alert_for(setup.rep)  # raised at 11:00, high from 12:00, critical from 14:00
     assert notifications.notify_alerts(HIGH_AT) == 1
-    assert notifications.notify_alerts(ny(3, 2, 12, 59)) == 0
-    assert notifications.notify_alerts(ny(3, 2, 13)) == 1
-    assert notifications.notify_alerts(ny(3, 2, 13, 30)) == 0
+    # Counted from the message, not from the raise (11:00 + 1.5 h would be 12:30).
+    assert notifications.notify_alerts(ny(3, 2, 13, 29)) == 0
+    assert notifications.notify_alerts(ny(3, 2, 13, 30)) == 1
+    assert notifications.notify_alerts(ny(3, 2, 13, 59)) == 0
     assert [k for c, k in notes_of(alert) if c == "inbox"] == ["alert:3:0", "alert:3:1"]
 
 
-def test_the_key_in_sql_is_the_documented_formula(setup: Setup) -> None:
+def test_the_key_counts_the_earlier_messages_at_that_severity(setup: Setup) -> None:
     alert = alert_for(setup.rep)
     now = ny(3, 3, 15, 17)
-    (row,) = notifications.pending_alerts(now).values_list("notify_key", flat=True)
-    level = severity.of_alert(alert, now)
-    assert row == f"alert:{int(level)}:{(now - alert.raised_at) // timedelta(hours=24)}"
-    assert row == "alert:4:1"
+    assert severity.of_alert(alert, now) == Severity.CRITICAL
+    pending = notifications.pending_alerts
+    assert list(pending(now).values_list("notify_key", flat=True)) == ["alert:4:0"]
+    assert notifications.notify_alerts(now) == 1
+    assert not pending(now + 24 * HOUR - timedelta(seconds=1)).exists()
+    assert list(pending(now + 24 * HOUR).values_list("notify_key", flat=True)) == ["alert:4:1"]
+
+
+def test_a_reopened_episode_is_news(setup: Setup) -> None:
+    alert = alert_for(setup.rep)
+    assert notifications.notify_alerts(HIGH_AT) == 1
+    # Resolved automatically, then due again: a new raise, at the same severity.
+    Alert.objects.filter(pk=alert.pk).update(
+        status="resolved", resolution="auto", resolved_at=HIGH_AT + HOUR / 4
+    )
+    sweep.sweep(HIGH_AT + HOUR / 2, full=True)
+    alert.refresh_from_db()
+    assert (alert.status, alert.raised_at) == ("open", HIGH_AT + HOUR / 2)
+    assert notifications.notify_alerts(HIGH_AT + HOUR / 2) == 1
+    assert [k for c, k in notes_of(alert) if c == "inbox"] == ["alert:3:0", "alert:3:1"]
 
 
 @override_settings(FOLLOWUP_VISIBILITY_NOTIFY_MIN_SEVERITY="critical")
