@@ -227,10 +227,12 @@ def _chains(opportunity_ids: Iterable[Any]) -> QuerySet[TrackedOpportunity]:
 def wake_snoozed(
     now: datetime, *, conditions: bool = True, opportunity_ids: Iterable[Any] | None = None
 ) -> int:
-    """Return snoozed alerts to open whose time came or whose condition is met; how many.
+    """Wake snoozed alerts whose time came or whose condition is met; how many.
 
     Set-based: one statement finds and updates them, with their history. The episode stays
-    the same; escalation is planned again, its levels counting from ``now``.
+    the same. A woken alert is open again, or acknowledged if it was acknowledged before its
+    snooze (see :func:`back_from_aside`); an open one is planned for escalation again, its
+    levels counting from ``now``.
 
     Checking the conditions reads every snoozed alert, so it is done where the news arrives:
     ``opportunity_ids`` limits the check to those opportunities' chains (a recompute after a
@@ -275,9 +277,13 @@ def wake_snoozed(
             fv_reason=Value(_("woke: time passed"), output_field=CharField())
         )
     return bulk_transition(
-        woke,
+        woke.annotate(fv_status=back_from_aside()),
         from_statuses=[AlertStatus.SNOOZED],
-        changes={"status": AlertStatus.OPEN, **SNOOZE_CLEARED, **escalation_restarted(now)},
+        changes={
+            "status": FromMatch("fv_status"),
+            **SNOOZE_CLEARED,
+            **escalation_restarted(now),
+        },
         now=now,
     )
 
@@ -319,8 +325,25 @@ def resolve(alert: Alert, *, evidence: str, by: Any, now: datetime) -> Alert:
 
 # Set-based transitions ---------------------------------------------------------------------
 
-#: In ``bulk_transition``'s changes: take the value from the matched row's ``fv_rule``.
-FROM_MATCH = object()
+@dataclass(frozen=True)
+class FromMatch:
+    """In ``bulk_transition``'s changes: the value of the matched row's annotation ``name``."""
+
+    name: str
+
+
+#: The suppression rule a matched row was annotated with (``fv_rule``).
+FROM_MATCH = FromMatch("fv_rule")
+
+
+def back_from_aside() -> Case:
+    """The status an alert put aside (snoozed, suppressed) returns to: acknowledged if someone
+    acknowledged this raise before, so that it does not escalate to managers; else open."""
+    return Case(
+        When(acknowledged_at__isnull=False, then=Value(AlertStatus.ACKNOWLEDGED)),
+        default=Value(AlertStatus.OPEN),
+        output_field=CharField(),
+    )
 
 
 def _quote(name: str) -> str:
@@ -343,8 +366,8 @@ def bulk_transition(
 ) -> int:
     """Apply ``changes`` to the ``matched`` alerts, with one history row each; how many.
 
-    ``matched`` is annotated with ``fv_reason`` (the history's change reason) and, when a
-    change is ``FROM_MATCH``, with ``fv_rule``. Only rows still in ``from_statuses`` when
+    ``matched`` is annotated with ``fv_reason`` (the history's change reason) and with the
+    annotation each :class:`FromMatch` change names. Only rows still in ``from_statuses`` when
     written change: a concurrent resolve between finding and writing wins. Runs in the
     caller's transaction (or its own) and never loads the alerts into Python.
     """
@@ -353,8 +376,7 @@ def bulk_transition(
     fields = {name: cast("Field[Any, Any]", Alert._meta.get_field(name)) for name in changes}
     columns = {str(f.column): (name, f) for name, f in fields.items()}
     wanted = ["fv_reason"]
-    if any(value is FROM_MATCH for value in changes.values()):
-        wanted.append("fv_rule")
+    wanted += sorted({v.name for v in changes.values() if isinstance(v, FromMatch)})
     alert, history = _quote(Alert._meta.db_table), _quote(Alert.history.model._meta.db_table)
     postgres = connection.vendor == "postgresql"
     if postgres:
@@ -372,8 +394,8 @@ def bulk_transition(
 
     def value(column: str) -> tuple[str, list[Any]]:
         name, field = columns[column]
-        if changes[name] is FROM_MATCH:
-            return "m.fv_rule", []
+        if isinstance(changes[name], FromMatch):
+            return f"m.{changes[name].name}", []
         return "%s", [field.get_db_prep_save(changes[name], connection)]
 
     history_date = _db(now)
@@ -425,9 +447,9 @@ def bulk_transition(
         sets, set_params = [], []
         for column in columns:
             name, field = columns[column]
-            if changes[name] is FROM_MATCH:
+            if isinstance(changes[name], FromMatch):
                 sets.append(
-                    f"{_quote(column)} = (SELECT m.fv_rule FROM ({m_sql}) m"
+                    f"{_quote(column)} = (SELECT m.{changes[name].name} FROM ({m_sql}) m"
                     f" WHERE m.fv_id = {alert}.id)"
                 )
                 set_params += m_params

@@ -462,7 +462,10 @@ def release(
     rules: list[Suppression] | None = None,
     since: datetime | None = None,
 ) -> int:
-    """Return suppressed alerts that no active rule matches any more to open; how many.
+    """Release suppressed alerts that no active rule matches any more; how many.
+
+    They return to open, or to acknowledged if they were acknowledged before the rule held
+    them (see :func:`alerts.back_from_aside`).
 
     ``rules`` are the rules active at ``now`` when the caller has read them already. With
     ``since`` (a steady sweep), only alerts whose rule ended after it, or was deleted, are
@@ -482,13 +485,14 @@ def release(
             When(ended, then=Value(_("released: suppression ended"))),
             default=Value(_("released: no suppression matches")),
             output_field=CharField(),
-        )
+        ),
+        fv_status=alerts.back_from_aside(),
     )
     return alerts.bulk_transition(
         matched,
         from_statuses=[AlertStatus.SUPPRESSED],
         changes={
-            "status": AlertStatus.OPEN,
+            "status": alerts.FromMatch("fv_status"),
             "suppression": None,
             **alerts.escalation_restarted(now),
         },

@@ -190,7 +190,8 @@ _REOPEN_SET = """
     status = %s, resolved_at = NULL, resolution = '', resolution_note = '',
     resolved_touch_id = NULL, due_at = due.due_at, clock_start = due.clock_start,
     sla = due.sla, raised_at = %s, escalation_level = 0, escalate_at = NULL,
-    escalation_planned = %s, escalation_from = NULL
+    escalation_planned = %s, escalation_from = NULL,
+    acknowledged_at = NULL, acknowledged_by_id = NULL
 """
 _REOPEN_WHERE = """
     NOT due.fv_held

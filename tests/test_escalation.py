@@ -230,7 +230,36 @@ def test_a_released_suppression_counts_levels_from_the_release(org: Org) -> None
     assert fresh(alert).escalate_at == ny(3, 5, 10)
 
 
-def test_a_reopened_episode_counts_its_levels_from_its_due_time_again(org: Org) -> None:
+@pytest.mark.parametrize("aside", ["snooze", "suppression"])
+def test_an_acknowledged_alert_put_aside_comes_back_acknowledged(org: Org, aside: str) -> None:
+    alert = raised(org)
+    alerts.acknowledge(alert, by=org.rep, now=DUE + HOUR)
+    if aside == "snooze":
+        alerts.snooze(alert, reason="customer travelling", by=org.rep, now=DUE + HOUR, until=BACK)
+        assert alerts.wake_snoozed(BACK) == 1
+    else:
+        rule = suppression.create(
+            comment="trade fair", by=org.boss, now=DUE + HOUR, opportunity=alert.opportunity
+        )
+        assert fresh(alert).status == "suppressed"
+        suppression.end(rule, by=org.boss, now=BACK)
+    alert = fresh(alert)
+    # Someone still owns it: no manager is paged for it.
+    assert (alert.status, alert.acknowledged_by) == ("acknowledged", org.rep)
+    assert escalation.escalate(BACK + 100 * HOUR)["notified"] == 0
+    assert not Escalation.objects.exists()
+
+
+def test_a_reopened_episode_forgets_the_earlier_acknowledgement(org: Org) -> None:
+    alert = raised(org)
+    alerts.acknowledge(alert, by=org.rep, now=DUE + HOUR)
+    Alert.objects.filter(pk=alert.pk).update(status="resolved", resolution="auto")
+    sweep.sweep(LEVEL_1, full=True)  # due again: a new raise nobody has acknowledged
+    alert = fresh(alert)
+    assert (alert.status, alert.acknowledged_at, alert.acknowledged_by) == ("open", None, None)
+
+
+def test_a_reopened_episode_counts_its_levels_afresh(org: Org) -> None:
     alert = raised(org)
     Alert.objects.filter(pk=alert.pk).update(escalation_from=BACK)
     # The episode is resolved automatically, then falls due again: a fresh start.
