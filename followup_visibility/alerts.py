@@ -325,6 +325,7 @@ def resolve(alert: Alert, *, evidence: str, by: Any, now: datetime) -> Alert:
 
 # Set-based transitions ---------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class FromMatch:
     """In ``bulk_transition``'s changes: the value of the matched row's annotation ``name``."""
