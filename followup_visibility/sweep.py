@@ -466,13 +466,17 @@ def _start(now: datetime, *, full: bool, wait: bool) -> tuple[SweepRun, list[Ran
 def start(now: datetime, *, full: bool = False) -> tuple[SweepRun, list[Range]] | None:
     """Begin a pass at ``now``: housekeeping, a ``SweepRun`` and the key ranges to raise.
 
-    ``None`` when another ``start`` holds the lock (PostgreSQL); the caller skips this pass.
+    A steady pass returns ``None`` when another ``start`` holds the lock (PostgreSQL): the
+    caller skips it, and the next one, a minute later, catches up. A full pass waits for the
+    lock instead: beat sends it on the same tick as a steady pass once an hour, and skipping
+    it would put the repair off by a whole hour, again and again.
+
     A steady pass raises its alerts here and returns no ranges: it is finished. A full pass
     (also the first one ever) returns one range per ``SWEEP_CHUNK_SIZE`` opportunity keys,
     or none when nothing is due (the run is then finished already). Run each range with
     ``run_chunk``.
     """
-    return _start(now, full=full, wait=False)
+    return _start(now, full=full, wait=full)
 
 
 def run_chunk(run_id: int, first: Any, last: Any, now: datetime) -> tuple[int, int]:

@@ -16,6 +16,11 @@ from followup_visibility.registry import adapters, get_adapter
 #: Far below Redis's visibility timeout (1 h): a task killed by the hard limit is redelivered
 #: (acks_late) rather than left half-done, and the work is idempotent.
 _LIMITS: dict[str, Any] = {"soft_time_limit": 240, "time_limit": 300}
+#: Reconciling reads every tracked host row: minutes at a million. Still under the visibility
+#: timeout, so that a running reconcile is never delivered to a second worker.
+_LONG_LIMITS: dict[str, Any] = {"soft_time_limit": 3000, "time_limit": 3300}
+#: Every task: a task whose worker dies is redelivered rather than lost (it is idempotent).
+_LATE: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True}
 _RETRY: dict[str, Any] = {
     "autoretry_for": (OperationalError,),
     "retry_backoff": True,
@@ -23,7 +28,7 @@ _RETRY: dict[str, Any] = {
 }
 
 
-@shared_task(name="followup_visibility.reconcile", acks_late=True, ignore_result=True)
+@shared_task(name="followup_visibility.reconcile", **_LATE, **_LONG_LIMITS)
 def reconcile(model_label: str | None = None) -> dict[str, int]:
     """Catch host changes made without signals (``queryset.update``, raw SQL, deletes)."""
     now = timezone.now()
@@ -37,7 +42,7 @@ def reconcile(model_label: str | None = None) -> dict[str, int]:
     return totals
 
 
-@shared_task(name="followup_visibility.plan_recompute", acks_late=True, ignore_result=True)
+@shared_task(name="followup_visibility.plan_recompute", **_LATE, **_LIMITS)
 def plan_recompute(**scope_kwargs: Any) -> int:
     """Split a recompute into key ranges and enqueue one ``recompute_deadlines`` task each."""
     scope = recompute.scope_from_kwargs(**scope_kwargs)
@@ -51,8 +56,7 @@ def plan_recompute(**scope_kwargs: Any) -> int:
 
 @shared_task(
     name="followup_visibility.recompute_deadlines",
-    acks_late=True,
-    ignore_result=True,
+    **_LATE,
     soft_time_limit=300,
     time_limit=330,
 )
@@ -78,17 +82,16 @@ def _same_queue(task: Task[Any, Any]) -> dict[str, Any]:
 @shared_task(
     name="followup_visibility.sweep",
     bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    ignore_result=True,
+    **_LATE,
     **_LIMITS,
 )
 def sweep_pass(self: Task[Any, Any], full: bool = False) -> dict[str, Any]:
     """Run a steady sweep pass whole, or start a full one and enqueue one ``sweep_chunk``
     task per key range.
 
-    When another pass is starting (advisory lock held) this one is skipped: the next beat
-    tick catches up, and the database constraints would absorb a duplicate pass anyway.
+    When another pass is starting (advisory lock held) a steady pass is skipped (the next
+    beat tick catches up) and a full one waits for it; the database constraints would absorb
+    a duplicate pass anyway.
     """
     now = timezone.now()
     started = sweep.start(now, full=full)
@@ -102,9 +105,7 @@ def sweep_pass(self: Task[Any, Any], full: bool = False) -> dict[str, Any]:
 
 @shared_task(
     name="followup_visibility.sweep_chunk",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    ignore_result=True,
+    **_LATE,
     **_LIMITS,
     **_RETRY,
 )
@@ -116,9 +117,7 @@ def sweep_chunk(run_id: int, first: Any, last: Any, now: str) -> dict[str, int]:
 
 @shared_task(
     name="followup_visibility.escalate",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    ignore_result=True,
+    **_LATE,
     **_LIMITS,
     **_RETRY,
 )
@@ -129,9 +128,7 @@ def escalate() -> dict[str, int]:
 
 @shared_task(
     name="followup_visibility.notify",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    ignore_result=True,
+    **_LATE,
     **_LIMITS,
     **_RETRY,
 )

@@ -134,7 +134,12 @@ def test_beat_schedule_names_registered_tasks() -> None:
 
 
 def test_tasks_are_late_acknowledged_with_time_limits() -> None:
-    for task in (tasks.sweep_pass, tasks.sweep_chunk, tasks.escalate, tasks.notify):
-        assert task.acks_late and task.reject_on_worker_lost
-        assert task.soft_time_limit < task.time_limit <= 3600
+    from celery import current_app
+
+    ours = [t for name, t in current_app.tasks.items() if name.startswith("followup_visibility.")]
+    assert len(ours) == 7
+    for task in ours:
+        assert task.acks_late and task.reject_on_worker_lost, task.name
+        # Below Redis's visibility timeout (1 h): never delivered to a second worker meanwhile.
+        assert task.soft_time_limit < task.time_limit < 3600, task.name
     assert timezone.is_aware(timezone.now())

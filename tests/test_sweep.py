@@ -387,6 +387,41 @@ def test_a_second_start_is_skipped_while_another_holds_the_lock(lead: Lead) -> N
     assert sweep.start(now + timedelta(minutes=1)) is not None
 
 
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_full_pass_waits_for_the_lock_instead_of_being_skipped(lead: Lead) -> None:
+    now = T0 + 9 * HOUR
+    holding, release = threading.Event(), threading.Event()
+    full: list[Any] = []
+
+    def start_full() -> None:
+        try:
+            full.append(sweep.start(now, full=True))
+        finally:
+            connection.close()
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                assert sweep.start(now) is not None  # a steady pass, holding the lock
+                holding.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    waiter = threading.Thread(target=start_full)
+    waiter.start()
+    waiter.join(1)
+    assert waiter.is_alive() and not full  # waiting, not skipped
+    release.set()
+    holder.join()
+    waiter.join(10)
+    assert full[0] is not None and full[0][0].full
+
+
 def test_consistency_is_zero_after_a_pass_and_sees_rows_changed_behind_its_back(
     lead: Lead, make_user: Callable[..., Any]
 ) -> None:
