@@ -32,7 +32,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from simple_history.utils import bulk_create_with_history
 
-from followup_visibility import alerts, teams
+from followup_visibility import alerts, teams, visibility
 from followup_visibility.choices import AlertStatus, IdentityKind, Signal
 from followup_visibility.identity import normalize_email, normalize_phone
 from followup_visibility.models import (
@@ -114,6 +114,42 @@ def create(
         older_than=older_than,
     )
     return add(rule, by=by, now=now)
+
+
+def check_scope(
+    user: Any,
+    *,
+    opportunity: TrackedOpportunity | None = None,
+    owner: Any = None,
+    team: Team | None = None,
+) -> None:
+    """Refuse a rule that would reach beyond what ``user`` sees (``ValidationError``).
+
+    For callers acting on a user's request (the admin, an API): :func:`create` itself trusts
+    its caller. Whoever sees every opportunity may make any rule. Anyone else must confine it
+    to their own scope with one of the matchers that scope is made of (an opportunity they
+    see, themselves or a member of a team they manage as the owner, a team they manage), and
+    each of those they give must be theirs: a manager silences their own teams, not the
+    company's.
+    """
+    if visibility.sees_everything(user):
+        return
+    errors: dict[str, str] = {}
+    if opportunity is not None and not (
+        visibility.opportunities_for(user).filter(pk=opportunity.pk).exists()
+    ):
+        errors["opportunity"] = _("Choose one of the opportunities you can see.")
+    if owner is not None and not visibility.manages_person(user, owner):
+        errors["owner"] = _("Choose yourself or someone in a team you manage.")
+    if team is not None and team.pk not in visibility.managed_team_ids(user):
+        errors["team"] = _("Choose a team you manage.")
+    if not errors and opportunity is None and owner is None and team is None:
+        errors[NON_FIELD_ERRORS] = _(
+            "A rule you make must stay within what you see: name one of your opportunities, "
+            "yourself or someone in your teams as the owner, or one of your teams."
+        )
+    if errors:
+        raise ValidationError(errors)
 
 
 def build(

@@ -11,7 +11,7 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from followup_visibility import teams
-from followup_visibility.models import Alert, Team, TrackedOpportunity
+from followup_visibility.models import Alert, Suppression, Team, TrackedOpportunity
 
 #: Sales operations, analysts and admins: every opportunity and alert.
 SEE_ALL_PERMISSION = "followup_visibility.view_all_opportunities"
@@ -54,3 +54,26 @@ def restrict(queryset: QuerySet[Any], user: Any, path: str = "") -> QuerySet[Any
     # The membership join can repeat a row; a key subquery keeps the queryset flat.
     visible = TrackedOpportunity.objects.filter(scope_q(user)).values("pk")
     return queryset.filter(**{f"{path or 'pk'}__in": visible})
+
+
+def manages_person(user: Any, person: Any) -> bool:
+    """Whether ``person`` is ``user`` or a member of a team ``user`` manages (or below it)."""
+    if sees_everything(user) or person.pk == user.pk:
+        return True
+    managed = managed_team_ids(user)
+    return bool(managed) and Team.objects.filter(pk__in=managed, members=person).exists()
+
+
+def suppressions_for(user: Any) -> QuerySet[Suppression]:
+    """The suppression rules ``user`` may see and end: those they made, and those confined
+    to their scope by an opportunity, an owner or a team of theirs."""
+    if sees_everything(user):
+        return Suppression.objects.all()
+    if not user.is_active or user.pk is None:
+        return Suppression.objects.none()
+    managed = managed_team_ids(user)
+    visible = TrackedOpportunity.objects.filter(scope_q(user)).values("pk")
+    q = Q(created_by=user) | Q(opportunity__in=visible) | Q(owner=user)
+    if managed:
+        q |= Q(team__in=managed) | Q(owner__followup_teams__in=managed)
+    return Suppression.objects.filter(pk__in=Suppression.objects.filter(q).values("pk"))

@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from example_project.crm.models import Lead
-from followup_visibility import policies, sweep
+from followup_visibility import policies, suppression, sweep
 from followup_visibility.choices import AlertStatus, NotificationChannel, Signal
 from followup_visibility.models import (
     Alert,
@@ -537,6 +537,66 @@ def test_a_suppression_without_any_matcher_is_refused(admin_client: Any, world: 
     response = admin_client.post(url, data)
     assert response.status_code == 200 and response.context["adminform"].form.errors
     assert not Suppression.objects.exists()
+
+
+SUPPRESSING = ("view_suppression", "add_suppression", "change_suppression")
+
+
+def manager_client(client: Any, world: World) -> Any:
+    world.manager.user_permissions.add(*Permission.objects.filter(codename__in=SUPPRESSING))
+    client.force_login(world.manager)
+    return client
+
+
+@pytest.mark.parametrize(
+    "reach",
+    ["their opportunity", "their owner", "a team they do not manage", "everyone's signal"],
+)
+def test_a_manager_cannot_suppress_beyond_their_teams(
+    client: Any, world: World, reach: str
+) -> None:
+    manager = manager_client(client, world)
+    url, data = suppression_add(manager)
+    other_team = Team.objects.create(key="west", name="West")
+    data.update(
+        {
+            "comment": "Out of my hands",
+            **{
+                "their opportunity": {"opportunity": str(world.theirs.pk)},
+                "their owner": {"owner": str(world.other_rep.pk)},
+                "a team they do not manage": {"team": str(other_team.pk)},
+                "everyone's signal": {"signal": Signal.NO_FIRST_RESPONSE},
+            }[reach],
+        }
+    )
+    response = manager.post(url, data)
+    assert response.status_code == 200 and response.context["adminform"].form.errors
+    assert not Suppression.objects.exists()
+    assert not Alert.objects.filter(status=AlertStatus.SUPPRESSED).exists()
+
+
+def test_a_manager_suppresses_within_their_team_and_sees_only_those_rules(
+    client: Any, world: World
+) -> None:
+    theirs = suppression.create(
+        comment="Globex on hold", by=world.other_rep, now=NOW, opportunity=world.theirs
+    )
+    manager = manager_client(client, world)
+    url, data = suppression_add(manager)
+    data.update({"comment": "Team offsite", "team": str(world.team.pk), "signal": Signal.STALE})
+    assert manager.post(url, data).status_code == 302
+    mine = Suppression.objects.get(team=world.team)
+    listed = manager.get(reverse("admin:followup_visibility_suppression_changelist"))
+    assert list(listed.context["cl"].result_list) == [mine]
+    change = reverse("admin:followup_visibility_suppression_change", args=[theirs.pk])
+    assert manager.get(change).status_code == 404
+    # Nor can an action end it.
+    manager.post(
+        reverse("admin:followup_visibility_suppression_changelist"),
+        {"action": "end_now", "_selected_action": [theirs.pk]},
+    )
+    theirs.refresh_from_db()
+    assert theirs.ends_at is None
 
 
 def test_inhibition_rules_are_plain_records(admin_client: Any) -> None:

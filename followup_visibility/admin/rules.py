@@ -9,12 +9,12 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from followup_visibility import suppression
+from followup_visibility import suppression, visibility
 from followup_visibility.admin.forms import call_each, format_duration, refusal_messages
 from followup_visibility.admin.scoped import RecordHistoryAdmin
 from followup_visibility.choices import AlertStatus, Signal
@@ -77,6 +77,12 @@ class SuppressionForm(forms.ModelForm):
             return
         data = self.cleaned_data
         try:
+            suppression.check_scope(
+                self.by,
+                opportunity=data.get("opportunity"),
+                owner=data.get("owner"),
+                team=data.get("team"),
+            )
             self.instance = suppression.build(
                 comment=data["comment"],
                 by=self.by,
@@ -158,6 +164,17 @@ class SuppressionAdmin(RecordHistoryAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return ("matchers", "state", "held_alerts") if obj is not None else ()
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        # A manager sees and ends the rules of their scope (and their own), not the company's;
+        # any other rule answers 404.
+        return visibility.suppressions_for(request.user).select_related(*self.list_select_related)
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
+        obj = super().get_object(request, object_id, from_field)
+        if obj is None:
+            raise Http404  # outside the user's scope: not even confirmed to exist
+        return obj
 
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
         return {"starts_at": timezone.now(), **super().get_changeform_initial_data(request)}
