@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,7 +24,7 @@ from django.db.models import Q
 from django.utils.translation import gettext as _
 from simple_history.utils import bulk_update_with_history
 
-from followup_visibility import calendars, notifications
+from followup_visibility import calendars, notifications, teams
 from followup_visibility.business_time import BusinessCalendar, add_business_time
 from followup_visibility.choices import AlertStatus, EscalationOutcome
 from followup_visibility.models import (
@@ -207,6 +207,24 @@ def _replan(policy: EscalationPolicy) -> int:
     return (
         Alert.objects.filter(status=AlertStatus.OPEN, escalation_planned=True)
         .filter(_governed_q(policy))
+        .update(escalation_planned=False, escalate_at=None)
+    )
+
+
+def replan_teams(team_ids: Iterable[int | None]) -> int:
+    """Have the next :func:`plan` recompute the pending escalations of open alerts whose
+    opportunity is in one of these teams or below it (``None``: opportunities without a team).
+
+    For changes that move which policy, calendar or manager chain governs a team: a policy
+    moved to another team or deleted, a team moved in the tree or given another calendar.
+    """
+    ids = set(team_ids)
+    q = Q(opportunity__team__in=teams.with_subteams(i for i in ids if i is not None))
+    if None in ids:
+        q |= Q(opportunity__team__isnull=True)
+    return (
+        Alert.objects.filter(status=AlertStatus.OPEN, escalation_planned=True)
+        .filter(q)
         .update(escalation_planned=False, escalate_at=None)
     )
 

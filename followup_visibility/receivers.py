@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import models
-from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 from django.utils import timezone
 
-from followup_visibility import calendars, recompute, sync
+from followup_visibility import calendars, escalation, recompute, sync
 from followup_visibility.models import (
     Calendar,
     ClosedDate,
+    EscalationPolicy,
     Segment,
     SegmentRule,
     SpecialHours,
@@ -39,6 +40,11 @@ def connect() -> None:
     m2m_changed.connect(
         on_organisation_changed, sender=Team.members.through, dispatch_uid=f"{_UID}.members"
     )
+    # Which policy and calendar govern a team's escalations: re-plan what they move.
+    for keyed in (EscalationPolicy, Team):
+        pre_save.connect(remember_escalation_keys, sender=keyed, dispatch_uid=f"{_UID}.esc_pre")
+        post_save.connect(on_escalation_keys_saved, sender=keyed, dispatch_uid=f"{_UID}.esc")
+        post_delete.connect(on_escalation_keys_deleted, sender=keyed, dispatch_uid=f"{_UID}.esc")
 
 
 def on_host_saved(
@@ -72,3 +78,39 @@ def on_organisation_changed(sender: Any, **kwargs: Any) -> None:
     if kwargs.get("raw") or kwargs.get("action", "post_").startswith("pre_"):
         return
     recompute.schedule(recompute.Scope(reassign=True, reason=f"{sender._meta.label} changed"))
+
+
+#: The columns of each model that decide which policy, calendar and manager chain govern the
+#: escalations of a team's opportunities.
+_ESCALATION_KEYS: dict[type[models.Model], tuple[str, ...]] = {
+    EscalationPolicy: ("team_id",),
+    Team: ("parent_id", "calendar_id"),
+}
+
+
+def remember_escalation_keys(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:
+    fields = _ESCALATION_KEYS[sender]
+    before = None
+    if not raw and instance.pk is not None:
+        before = sender._default_manager.filter(pk=instance.pk).values_list(*fields).first()
+    instance._fv_escalation_keys = before
+
+
+def on_escalation_keys_saved(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:
+    before = getattr(instance, "_fv_escalation_keys", None)
+    if raw or before is None:
+        return  # new: a new policy re-plans what it governs itself; a new team has no one
+    after = tuple(getattr(instance, f) for f in _ESCALATION_KEYS[sender])
+    if before == after:
+        return
+    if sender is EscalationPolicy:
+        escalation.replan_teams([before[0], instance.team_id])
+    else:
+        escalation.replan_teams([instance.pk])
+
+
+def on_escalation_keys_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    # A deleted policy's teams fall back to the next one up; a deleted team's opportunities
+    # were left without a team (SET_NULL) before this runs.
+    team = instance.team_id if sender is EscalationPolicy else None
+    escalation.replan_teams([team])

@@ -157,6 +157,36 @@ def test_levels_count_from_a_late_raise_not_from_the_old_due_time(org: Org) -> N
     assert fresh(alert).escalate_at == late + 3 * HOUR  # level 2: 3 business hours from 14:00
 
 
+def test_moving_or_deleting_a_policy_replans_the_alerts_it_governed(org: Org) -> None:
+    alert = raised(org)
+    escalation.plan(DUE)
+    assert fresh(alert).escalate_at == LEVEL_1  # the company default: 1 business hour
+    elsewhere = make_team("support")
+    policy = escalation.create_policy("Support", [2 * HOUR], team=elsewhere, now=DUE)
+    assert fresh(alert).escalate_at == LEVEL_1  # not sales' policy: nothing to re-plan
+
+    policy.team = org.sales  # as the admin's change form saves it
+    policy.save()
+    escalation.plan(DUE)
+    assert fresh(alert).escalate_at == ny(3, 3, 11)  # 2 business hours
+
+    policy.delete()
+    escalation.plan(DUE)
+    assert fresh(alert).escalate_at == LEVEL_1
+
+
+def test_moving_a_team_in_the_tree_replans_its_alerts(org: Org) -> None:
+    alert = raised(org)
+    escalation.plan(DUE)
+    region = make_team("region")
+    escalation.create_policy("Region", [2 * HOUR], team=region, now=DUE)
+    assert fresh(alert).escalate_at == LEVEL_1
+    org.sales.parent = region  # sales now inherits the region's policy
+    org.sales.save()
+    escalation.plan(DUE)
+    assert fresh(alert).escalate_at == ny(3, 3, 11)
+
+
 def test_level_two_goes_one_team_up(org: Org) -> None:
     alert = raised(org)
     escalation.escalate(LEVEL_1)
