@@ -36,6 +36,7 @@ STATE_FIELDS = (
     "arrived_at",
     "owner_id",
     "owner_confirmed_at",
+    "unowned_since",
     "stage",
     "stage_entered_at",
     "next_action_due_at",
@@ -124,7 +125,8 @@ def armed(state: Mapping[str, Any]) -> dict[str, datetime]:
     if state["last_meaningful_touch_at"] is not None:
         events[Signal.STALE] = state["last_meaningful_touch_at"]
     if state["owner_id"] is None:
-        events[Signal.NO_OWNER] = arrived
+        # From when the CRM cleared the owner: each time is a new episode.
+        events[Signal.NO_OWNER] = state.get("unowned_since") or arrived
     elif state["owner_confirmed_at"] is None:
         events[Signal.OWNER_UNCONFIRMED] = state.get("handoff_at") or arrived
     if state["stage"]:

@@ -31,6 +31,7 @@ MIRRORED_FIELDS = [
     "title",
     "owner",
     "owner_confirmed_at",
+    "unowned_since",
     "stage",
     "stage_entered_at",
     "status",
@@ -144,6 +145,8 @@ def _apply(opp: TrackedOpportunity, snap: Snapshot, now: datetime, *, is_new: bo
     opp.title = snap.title
     if snap.owner_id != opp.owner_id:
         opp.owner_confirmed_at = None
+        if snap.owner_id is None and opp.owner_id is not None:
+            opp.unowned_since = now
     opp.owner_id = snap.owner_id
     if is_new or snap.stage != opp.stage:
         opp.stage_entered_at = now

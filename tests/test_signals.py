@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from example_project.crm.models import Lead
-from followup_visibility import calendars, sweep
+from followup_visibility import alerts, calendars, sweep
 from followup_visibility.choices import (
     AlertStatus,
     Channel,
@@ -358,6 +358,27 @@ def test_an_owner_set_in_the_crm_resolves_no_owner_and_a_touch_does_not(users: U
     change_host(situation.lead, situation.due + 2 * MINUTE, owner=users.rep)
     alert.refresh_from_db()
     assert (alert.status, alert.resolution_note) == (AlertStatus.RESOLVED, "changed in the CRM")
+
+
+def test_an_owner_cleared_again_is_a_new_no_owner_episode(users: Users) -> None:
+    situation = no_owner(users)
+    first = raised(situation, Signal.NO_OWNER)
+    alerts.dismiss(first, reason="Assigning it tomorrow", by=users.rep, now=situation.due)
+    change_host(situation.lead, situation.due + HOUR, owner=users.rep)
+    # A month later the CRM clears the owner again: a new episode, which the dismissal of
+    # the first does not cover.
+    removed = situation.due + 30 * 24 * HOUR
+    change_host(situation.lead, removed, owner=None)
+    following = deadlines_of(situation.lead)[Signal.NO_OWNER]
+    assert following.event_at == removed and following.due_at > removed
+    sweep.sweep(following.due_at - timedelta(seconds=1), full=True)
+    assert alerts_of(situation.lead, Signal.NO_OWNER) == [first]
+    sweep.sweep(following.due_at, full=True)
+    first.refresh_from_db()
+    again = Alert.objects.get(
+        opportunity=opportunity(situation.lead), signal=Signal.NO_OWNER, status=AlertStatus.OPEN
+    )
+    assert (first.status, again.episode_at) == (AlertStatus.DISMISSED, removed)
 
 
 def test_a_stage_change_ends_the_stage_episode_and_starts_the_next(users: Users) -> None:

@@ -62,6 +62,9 @@ class TrackedOpportunity(models.Model):
 
     # What only we know: ownership confirmation and stage timing.
     owner_confirmed_at = models.DateTimeField(_("owner confirmed at"), null=True, blank=True)
+    #: When the CRM last cleared the owner: a "no owner" episode starts there (or at arrival,
+    #: for one never owned), so an episode dismissed once does not cover every later time.
+    unowned_since = models.DateTimeField(_("without an owner since"), null=True, blank=True)
     stage_entered_at = models.DateTimeField(_("stage entered at"), null=True, blank=True)
     closed_at = models.DateTimeField(_("closed at"), null=True, blank=True)
 
