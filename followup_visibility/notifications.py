@@ -185,11 +185,12 @@ def pending_alerts(now: datetime) -> QuerySet[Any]:
 
 
 def notify_alerts(now: datetime, *, batch: int = 2000) -> int:
-    """Notify owners of open alerts at or above ``NOTIFY_MIN_SEVERITY``; return how many.
+    """Notify owners of open alerts at or above ``NOTIFY_MIN_SEVERITY``; return how many
+    alerts this pass found due a message (an overlapping pass may have written some of them).
 
     Each gets an inbox message and, with ``NOTIFY_EMAIL``, an email (held until the owner's
-    working hours unless the alert is critical). Only alerts without a notification for
-    their current key are read, so a pass costs in proportion to what is new.
+    working hours unless the alert is critical). Only alerts whose owner is due a message
+    are read (see :func:`pending_alerts`), so a pass costs in proportion to what is new.
     """
     created, last_pk = 0, 0
     while True:
