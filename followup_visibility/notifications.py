@@ -19,7 +19,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import EmailMessage
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import (
     CharField,
     Count,
@@ -296,13 +296,38 @@ def _mark(notes: Sequence[Notification], now: datetime, note: str = "") -> None:
             row.body = f"{row.body}\n\n{note}".strip()
 
 
+#: The first key of the per-recipient advisory locks ``deliver`` takes ("fvdl").
+_DELIVER_LOCK = int.from_bytes(b"fvdl", "big") - 2**31
+
+
+def _claim_recipients(recipient_ids: list[Any]) -> list[Any]:
+    """The recipients whose transaction-scoped advisory lock this pass got (PostgreSQL).
+
+    Row locks alone let two passes split one recipient's rows between them (each skipping
+    what the other had locked), and send two digests. A recipient another pass is mailing is
+    skipped whole; its rows are sent when that pass commits. SQLite has one writer: all.
+    """
+    if connection.vendor != "postgresql" or not recipient_ids:
+        return recipient_ids
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM unnest(%s::text[]) AS id "
+            "WHERE pg_try_advisory_xact_lock(%s, hashtext(id))",
+            [[str(i) for i in recipient_ids], _DELIVER_LOCK],
+        )
+        got = {row[0] for row in cursor.fetchall()}
+    return [i for i in recipient_ids if str(i) in got]
+
+
 def deliver(now: datetime, *, recipients_per_batch: int = 100) -> int:
     """Email what is due: one digest per recipient per pass; return how many emails went out.
 
-    Pending email rows are claimed with ``SELECT ... FOR UPDATE SKIP LOCKED`` so overlapping
-    passes never send the same row twice. Rows are marked sent without an email, with a note
-    in their body, when the recipient has no email address (:data:`NO_ADDRESS_NOTE`; the
-    inbox has the message) or the alert was closed while the email waited for working hours
+    Each recipient is claimed whole (a transaction-scoped advisory lock) and their pending
+    email rows with ``SELECT ... FOR UPDATE SKIP LOCKED``, so overlapping passes never send
+    the same row twice nor split one recipient's messages into two digests. Rows are marked
+    sent without an email, with a note in their body, when the recipient has no email
+    address (:data:`NO_ADDRESS_NOTE`; the inbox has the message) or the alert was closed
+    while the email waited for working hours
     (:data:`CLOSED_NOTE`). A recipient whose email fails stays pending for the next pass.
     """
     due = Notification.objects.filter(
@@ -316,6 +341,7 @@ def deliver(now: datetime, *, recipients_per_batch: int = 100) -> int:
     for start in range(0, len(recipients), recipients_per_batch):
         chunk = recipients[start : start + recipients_per_batch]
         with transaction.atomic():
+            chunk = _claim_recipients(chunk)
             claimed = list(
                 due.filter(recipient_id__in=chunk)
                 .select_for_update(skip_locked=True, of=("self",))

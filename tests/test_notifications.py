@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from django.core import mail
-from django.db import connection
+from django.db import connection, transaction
 from django.test import override_settings
 
 from followup_visibility import alerts, notifications, severity, sweep
@@ -272,6 +272,42 @@ def test_an_email_held_overnight_is_dropped_if_the_alert_closes_meanwhile(
     assert mailoutbox == []
     email = Notification.objects.get(alert=alert, channel=NotificationChannel.EMAIL)
     assert email.sent_at == ny(3, 3, 9) and notifications.CLOSED_NOTE in email.body
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_recipient_another_pass_is_mailing_is_skipped_whole(
+    make_user: Callable[..., Any], mailoutbox: list[mail.EmailMessage]
+) -> None:
+    install_defaults(durations=DURATIONS)
+    rep = make_user("rep", email="rep@example.com")
+    for _ in range(3):
+        lead_at(ARRIVAL, owner=rep)
+    sweep.sweep(DUE, full=True)
+    assert notifications.notify_alerts(CRITICAL_AT) == 3
+    holding, release = threading.Event(), threading.Event()
+
+    def other_pass() -> None:
+        try:
+            with transaction.atomic():
+                # Another pass has claimed the recipient and not committed yet.
+                assert notifications._claim_recipients([rep.pk]) == [rep.pk]
+                holding.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=other_pass)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        # Row locks alone would let this pass take the rows: here it leaves the recipient.
+        assert notifications.deliver(CRITICAL_AT) == 0
+    finally:
+        release.set()
+        thread.join()
+    assert notifications.deliver(CRITICAL_AT) == 1
+    assert len(mailoutbox) == 1 and mailoutbox[0].to == ["rep@example.com"]
 
 
 @postgres_only
