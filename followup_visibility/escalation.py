@@ -229,6 +229,16 @@ def replan_teams(team_ids: Iterable[int | None]) -> int:
     )
 
 
+def replan_opportunities(opportunity_ids: Iterable[Any]) -> int:
+    """Have the next :func:`plan` recompute the pending escalations of these opportunities'
+    open alerts (their calendar's hours or holidays changed)."""
+    return Alert.objects.filter(
+        opportunity_id__in=list(opportunity_ids),
+        status=AlertStatus.OPEN,
+        escalation_planned=True,
+    ).update(escalation_planned=False, escalate_at=None)
+
+
 def set_levels(
     policy: EscalationPolicy, thresholds: Sequence[timedelta], *, now: datetime, by: Any = None
 ) -> None:

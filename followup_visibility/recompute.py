@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db import transaction
 
-from followup_visibility import assignment, deadlines
+from followup_visibility import assignment, deadlines, escalation
 from followup_visibility.conf import app_settings
 from followup_visibility.models import Calendar, SlaPolicy, TrackedOpportunity
 
@@ -157,6 +157,9 @@ def recompute_range(
             ids = list(locked.values_list("pk", flat=True))
         result.opportunities = len(ids)
         result.totals = deadlines.recompute(ids, now, ctx=ctx)
+        if scope.calendar is not None:
+            # Escalation levels are counted in the same calendar: re-plan them as well.
+            escalation.replan_opportunities(ids)
     return result
 
 

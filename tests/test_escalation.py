@@ -22,6 +22,8 @@ from followup_visibility.choices import (
 )
 from followup_visibility.models import (
     Alert,
+    Calendar,
+    ClosedDate,
     Deadline,
     Escalation,
     EscalationLevel,
@@ -173,6 +175,19 @@ def test_moving_or_deleting_a_policy_replans_the_alerts_it_governed(org: Org) ->
     policy.delete()
     escalation.plan(DUE)
     assert fresh(alert).escalate_at == LEVEL_1
+
+
+def test_a_holiday_added_to_the_calendar_replans_escalations(
+    org: Org, django_capture_on_commit_callbacks: Any
+) -> None:
+    alert = raised(org)
+    escalation.plan(DUE)
+    assert fresh(alert).escalate_at == LEVEL_1  # Tuesday 10:00
+    calendar = Calendar.objects.get(is_default=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        ClosedDate.objects.create(calendar=calendar, date=LEVEL_1.date(), name="Closure")
+    escalation.plan(DUE)
+    assert fresh(alert).escalate_at == ny(3, 4, 10)  # the next business hour is Wednesday's
 
 
 def test_moving_a_team_in_the_tree_replans_its_alerts(org: Org) -> None:
