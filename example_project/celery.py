@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from celery import Celery
+from kombu import Exchange, Queue
 
 from followup_visibility.schedule import BEAT_SCHEDULE
 
@@ -35,3 +36,8 @@ app = Celery("example_project")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 app.conf.beat_schedule = beat_schedule()
+# Test-only: ``FOLLOWUP_WORKER_QUEUE=queue,exchange,routing_key`` declares a queue bound with a
+# routing key of its own, as a host routing the sweep apart might.
+if binding := os.environ.get("FOLLOWUP_WORKER_QUEUE"):
+    name, exchange, routing_key = binding.split(",")
+    app.conf.task_queues = [Queue(name, Exchange(exchange, type="direct"), routing_key=routing_key)]

@@ -73,10 +73,15 @@ def recompute_deadlines(first: Any, last: Any, **scope_kwargs: Any) -> dict[str,
 
 
 def _same_queue(task: Task[Any, Any]) -> dict[str, Any]:
-    """Send follow-up chunks to the queue the parent came from (hosts route sweeps apart)."""
+    """Route follow-up chunks as the parent was routed (hosts route sweeps apart): the same
+    exchange and routing key, which reach the parent's queue even when its routing key is
+    not its name."""
     info = task.request.delivery_info or {}
     key = info.get("routing_key")
-    return {"queue": key} if key else {}
+    if not key:
+        return {}
+    exchange = info.get("exchange")
+    return {"exchange": exchange, "routing_key": key} if exchange else {"queue": key}
 
 
 @shared_task(

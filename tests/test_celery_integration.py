@@ -348,3 +348,39 @@ def test_beat_and_worker_turn_a_due_deadline_into_an_alert_and_an_escalation(
     worker_output = worker_log.read_text()
     assert "followup_visibility.sweep" in worker_output
     assert "followup_visibility.escalate" in worker_output
+
+
+def test_a_full_pass_sends_its_chunks_the_way_it_came(
+    make_lead: Callable[..., Lead], queue: str, tmp_path: Path
+) -> None:
+    """A host routes the sweep to a queue whose routing key is not its name: the chunks the
+    pass enqueues must reach that queue, or the run never finishes."""
+    from followup_visibility.models import SweepRun
+    from tests.factories_sla import install_defaults
+
+    install_defaults(time_zone="UTC")  # transactional tests flush the migrations' rows
+    make_lead()  # arrived long ago: its deadlines are due, so the pass has a chunk to run
+    exchange, routing_key = f"{queue}-x", f"{queue}.sweeps"
+    log = tmp_path / "worker.log"
+    # The example project's settings: not eager, so the chunks really go through the broker.
+    env = child_env(
+        "example_project.settings", FOLLOWUP_WORKER_QUEUE=f"{queue},{exchange},{routing_key}"
+    )
+    args = ["worker", "--pool=solo", "--concurrency=1", "-Q", queue, "-n", f"{queue}@%h"]
+    args += ["--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "info"]
+
+    def finished() -> bool:
+        return SweepRun.objects.filter(full=True, finished_at__isnull=False).exists()
+
+    with celery_process(args, env, log) as proc, producer_app() as producer:
+        # The queue's binding exists once the worker has declared it.
+        wait_until(lambda: "ready" in log.read_text(), {"worker": (proc, log)})
+        producer.send_task(
+            "followup_visibility.sweep",
+            kwargs={"full": True},
+            exchange=exchange,
+            routing_key=routing_key,
+        )
+        wait_until(finished, {"worker": (proc, log)})
+    run = SweepRun.objects.get(full=True)
+    assert run.done_ranges and "followup_visibility.sweep_chunk" in log.read_text()
