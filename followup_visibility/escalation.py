@@ -24,7 +24,7 @@ from django.db.models import Q
 from django.utils.translation import gettext as _
 from simple_history.utils import bulk_update_with_history
 
-from followup_visibility import calendars, notifications, teams
+from followup_visibility import alerts, calendars, notifications, teams
 from followup_visibility.business_time import BusinessCalendar, add_business_time
 from followup_visibility.choices import AlertStatus, EscalationOutcome
 from followup_visibility.models import (
@@ -202,13 +202,19 @@ def _governed_q(policy: EscalationPolicy) -> Q:
     return q
 
 
-def _replan(policy: EscalationPolicy) -> int:
-    """Have the next :func:`plan` recompute the pending escalations ``policy`` now decides."""
+def _unplan(q: Q) -> int:
+    """Have the next :func:`plan` recompute the pending escalations of the open alerts ``q``
+    matches; how many."""
     return (
         Alert.objects.filter(status=AlertStatus.OPEN, escalation_planned=True)
-        .filter(_governed_q(policy))
-        .update(escalation_planned=False, escalate_at=None)
+        .filter(q)
+        .update(**alerts.ESCALATION_REPLANNED)
     )
+
+
+def _replan(policy: EscalationPolicy) -> int:
+    """Have the next :func:`plan` recompute the pending escalations ``policy`` now decides."""
+    return _unplan(_governed_q(policy))
 
 
 def replan_teams(team_ids: Iterable[int | None]) -> int:
@@ -222,21 +228,13 @@ def replan_teams(team_ids: Iterable[int | None]) -> int:
     q = Q(opportunity__team__in=teams.with_subteams(i for i in ids if i is not None))
     if None in ids:
         q |= Q(opportunity__team__isnull=True)
-    return (
-        Alert.objects.filter(status=AlertStatus.OPEN, escalation_planned=True)
-        .filter(q)
-        .update(escalation_planned=False, escalate_at=None)
-    )
+    return _unplan(q)
 
 
 def replan_opportunities(opportunity_ids: Iterable[Any]) -> int:
     """Have the next :func:`plan` recompute the pending escalations of these opportunities'
     open alerts (their calendar's hours or holidays changed)."""
-    return Alert.objects.filter(
-        opportunity_id__in=list(opportunity_ids),
-        status=AlertStatus.OPEN,
-        escalation_planned=True,
-    ).update(escalation_planned=False, escalate_at=None)
+    return _unplan(Q(opportunity_id__in=list(opportunity_ids)))
 
 
 def set_levels(

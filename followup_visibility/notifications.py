@@ -327,8 +327,8 @@ def deliver(now: datetime, *, recipients_per_batch: int = 100) -> int:
     the same row twice nor split one recipient's messages into two digests. Rows are marked
     sent without an email, with a note in their body, when the recipient has no email
     address (:data:`NO_ADDRESS_NOTE`; the inbox has the message) or the alert was closed
-    while the email waited for working hours
-    (:data:`CLOSED_NOTE`). A recipient whose email fails stays pending for the next pass.
+    while the email waited for working hours (:data:`CLOSED_NOTE`). A recipient whose email
+    fails stays pending for the next pass.
     """
     due = Notification.objects.filter(
         channel=NotificationChannel.EMAIL, sent_at__isnull=True, deliver_after__lte=now

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
@@ -79,41 +79,27 @@ def _save(rule: Suppression, by: Any, now: datetime, reason: str) -> None:
     rule.save()
 
 
-def create(
-    *,
-    comment: str,
-    by: Any,
-    now: datetime,
-    starts_at: datetime | None = None,
-    ends_at: datetime | None = None,
-    opportunity: TrackedOpportunity | None = None,
-    identity: str = "",
-    segment: Segment | None = None,
-    owner: Any = None,
-    team: Team | None = None,
-    signal: str = "",
-    older_than: timedelta | None = None,
-) -> Suppression:
+class RuleFields(TypedDict, total=False):
+    """What a rule matches and when it is active: :func:`build`'s optional arguments."""
+
+    starts_at: datetime | None
+    ends_at: datetime | None
+    opportunity: TrackedOpportunity | None
+    identity: str
+    segment: Segment | None
+    owner: Any
+    team: Team | None
+    signal: str
+    older_than: timedelta | None
+
+
+def create(*, comment: str, by: Any, now: datetime, **fields: Unpack[RuleFields]) -> Suppression:
     """Create a rule and hold the active alerts it matches at once (if it has started).
 
     ``identity`` is a raw phone number or email address; it is normalized as contact
     identities are, so it matches however the CRM wrote it. ``starts_at`` defaults to now.
     """
-    rule = build(
-        comment=comment,
-        by=by,
-        now=now,
-        starts_at=starts_at,
-        ends_at=ends_at,
-        opportunity=opportunity,
-        identity=identity,
-        segment=segment,
-        owner=owner,
-        team=team,
-        signal=signal,
-        older_than=older_than,
-    )
-    return add(rule, by=by, now=now)
+    return add(build(comment=comment, by=by, now=now, **fields), by=by, now=now)
 
 
 def check_scope(
@@ -170,7 +156,7 @@ def build(
     """Validate and normalize a rule without saving it: :func:`add` saves it.
 
     For a form that validates before it saves (the admin's); raises ``ValidationError`` with
-    the errors by field. Arguments as for :func:`create`.
+    the errors by field. Arguments as for :func:`create` (:class:`RuleFields`).
     """
     errors: dict[str, str] = {}
     comment = (comment or "").strip()

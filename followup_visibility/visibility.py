@@ -32,8 +32,13 @@ def scope_q(user: Any) -> Q:
         return Q()
     if not user.is_active or user.pk is None:
         return Q(pk__in=[])
+    return _owned_q(user, managed_team_ids(user))
+
+
+def _owned_q(user: Any, managed: set[int]) -> Q:
+    """Rows (opportunities, or rules with the same ``owner`` and ``team`` fields) that are
+    ``user``'s own or in, or owned by a member of, the ``managed`` teams."""
     q = Q(owner=user)
-    managed = managed_team_ids(user)
     if managed:
         q |= Q(team__in=managed) | Q(owner__followup_teams__in=managed)
     return q
@@ -71,9 +76,8 @@ def suppressions_for(user: Any) -> QuerySet[Suppression]:
         return Suppression.objects.all()
     if not user.is_active or user.pk is None:
         return Suppression.objects.none()
-    managed = managed_team_ids(user)
-    visible = TrackedOpportunity.objects.filter(scope_q(user)).values("pk")
-    q = Q(created_by=user) | Q(opportunity__in=visible) | Q(owner=user)
-    if managed:
-        q |= Q(team__in=managed) | Q(owner__followup_teams__in=managed)
+    owned = _owned_q(user, managed_team_ids(user))
+    visible = TrackedOpportunity.objects.filter(owned).values("pk")
+    q = Q(created_by=user) | Q(opportunity__in=visible) | owned
+    # The membership join can repeat a row; a key subquery keeps the queryset flat.
     return Suppression.objects.filter(pk__in=Suppression.objects.filter(q).values("pk"))
