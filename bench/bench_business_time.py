@@ -1,4 +1,4 @@
-"""Throughput of followup_visibility.business_time (no Django needed).
+"""Throughput of followup_visibility.engine.business_time (no Django needed).
 
 Run: python bench/bench_business_time.py [--n N]
 
@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from followup_visibility.business_time import (  # noqa: E402
+from followup_visibility.engine.business_time import (  # noqa: E402
     BusinessCalendar,
     Window,
     add_business_time,

@@ -226,7 +226,7 @@ def floor(now: datetime, *, history: bool) -> int:
     reopening, no chunks. Returns the alerts inserted."""
     from django.db import connection, transaction
 
-    from followup_visibility.alerts import history_columns
+    from followup_visibility.alerting.lifecycle import history_columns
     from followup_visibility.models import Alert, Deadline
 
     insert = f"""

@@ -6,14 +6,19 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+import phonenumbers
 from django.apps import apps
 from django.conf import settings
 from django.core import checks
-from django.core.exceptions import FieldDoesNotExist
+from django.core.exceptions import FieldDoesNotExist, ValidationError
+from django.db import DatabaseError
 from django.utils.module_loading import import_string
 
 from followup_visibility.adapters import OpportunityAdapter
 from followup_visibility.conf import PREFIX, app_settings
+from followup_visibility.engine import calendars
+from followup_visibility.models import Calendar, EscalationPolicy, SlaPolicy
+from followup_visibility.models.policy import DURATION_FIELDS
 
 REQUIRED_APPS = ("django.contrib.auth", "django.contrib.contenttypes", "simple_history")
 
@@ -39,8 +44,8 @@ def register() -> None:
     checks.register(check_configuration_rows, "followup_visibility", checks.Tags.database)
 
 
-def _error(n: int, msg: str, hint: str) -> checks.Error:
-    return checks.Error(msg, hint=hint, id=f"followup_visibility.E{n:03d}")
+def _error(check_id: str, msg: str, hint: str) -> checks.Error:
+    return checks.Error(msg, hint=hint, id=check_id)
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -48,19 +53,25 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     for app in REQUIRED_APPS:
         if not apps.is_installed(app):
             errors.append(
-                _error(5, f"{app} is not in INSTALLED_APPS.", f"Add {app!r} to INSTALLED_APPS.")
+                _error(
+                    "followup_visibility.E005",
+                    f"{app} is not in INSTALLED_APPS.",
+                    f"Add {app!r} to INSTALLED_APPS.",
+                )
             )
     if not settings.USE_TZ:
         errors.append(
-            _error(11, "USE_TZ is False.", "SLA clocks need aware datetimes: set USE_TZ = True.")
+            _error(
+                "followup_visibility.E011",
+                "USE_TZ is False.",
+                "SLA clocks need aware datetimes: set USE_TZ = True.",
+            )
         )
-    import phonenumbers
-
     region = app_settings.PHONE_REGION
     if not isinstance(region, str) or region not in phonenumbers.SUPPORTED_REGIONS:
         errors.append(
             _error(
-                6,
+                "followup_visibility.E006",
                 f"{PREFIX}PHONE_REGION {region!r} is not a known region.",
                 "Use an ISO 3166-1 alpha-2 code such as 'US' or 'GB'.",
             )
@@ -69,21 +80,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     if not isinstance(skew, timedelta) or skew < timedelta(0):
         errors.append(
             _error(
-                8,
+                "followup_visibility.E008",
                 f"{PREFIX}MAX_CLOCK_SKEW must be a timedelta >= 0, not {skew!r}.",
                 "e.g. timedelta(minutes=5)",
             )
         )
-    for n, name, example in (
-        (9, "SYNC_CHUNK_SIZE", 500),
-        (12, "RECOMPUTE_CHUNK_SIZE", 2000),
-        (16, "SWEEP_CHUNK_SIZE", 50000),
+    for check_id, name, example in (
+        ("followup_visibility.E009", "SYNC_CHUNK_SIZE", 500),
+        ("followup_visibility.E012", "RECOMPUTE_CHUNK_SIZE", 2000),
+        ("followup_visibility.E016", "SWEEP_CHUNK_SIZE", 50000),
     ):
         size = getattr(app_settings, name)
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             errors.append(
                 _error(
-                    n,
+                    check_id,
                     f"{PREFIX}{name} must be a positive integer, not {size!r}.",
                     f"e.g. {example}",
                 )
@@ -95,7 +106,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         # ("a.b.c") without the trailing comma: one error, not one per character.
         errors.append(
             _error(
-                7,
+                "followup_visibility.E007",
                 f"{PREFIX}TOUCH_RULES must be a list of dotted paths, not {rules!r}.",
                 "Wrap the path in a list, or end a one-item tuple with a comma.",
             )
@@ -104,18 +115,32 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     for path in rules:
         if not isinstance(path, str):
             errors.append(
-                _error(7, f"Touch rule {path!r} is not a dotted path.", "Name it as a string.")
+                _error(
+                    "followup_visibility.E007",
+                    f"Touch rule {path!r} is not a dotted path.",
+                    "Name it as a string.",
+                )
             )
             continue
         try:
             rule = import_string(path)
         except ImportError as exc:
             errors.append(
-                _error(7, f"Touch rule {path!r} cannot be imported: {exc}.", "Fix the dotted path.")
+                _error(
+                    "followup_visibility.E007",
+                    f"Touch rule {path!r} cannot be imported: {exc}.",
+                    "Fix the dotted path.",
+                )
             )
             continue
         if not callable(rule):
-            errors.append(_error(7, f"Touch rule {path!r} is not callable.", "Name a function."))
+            errors.append(
+                _error(
+                    "followup_visibility.E007",
+                    f"Touch rule {path!r} is not callable.",
+                    "Name a function.",
+                )
+            )
     return errors
 
 
@@ -125,15 +150,15 @@ def _positive_duration(value: object) -> bool:
 
 def _check_alert_settings() -> list[checks.CheckMessage]:
     errors: list[checks.CheckMessage] = []
-    for n, name, example in (
-        (17, "SNOOZE_MAX", "timedelta(days=30)"),
-        (20, "NOTIFY_REPEAT", "timedelta(hours=24)"),
+    for check_id, name, example in (
+        ("followup_visibility.E017", "SNOOZE_MAX", "timedelta(days=30)"),
+        ("followup_visibility.E020", "NOTIFY_REPEAT", "timedelta(hours=24)"),
     ):
         value = getattr(app_settings, name)
         if not _positive_duration(value):
             errors.append(
                 _error(
-                    n,
+                    check_id,
                     f"{PREFIX}{name} must be a timedelta > 0, not {value!r}.",
                     f"e.g. {example}",
                 )
@@ -148,7 +173,7 @@ def _check_alert_settings() -> list[checks.CheckMessage]:
     if len(numbers) != 3 or numbers[0] < 0 or not numbers[0] < numbers[1] < numbers[2]:
         errors.append(
             _error(
-                18,
+                "followup_visibility.E018",
                 f"{PREFIX}SEVERITY_THRESHOLDS must be three increasing numbers >= 0 "
                 f"(medium, high, critical), not {thresholds!r}.",
                 "e.g. (0.25, 1.0, 3.0): medium from a quarter of the SLA late, high from one "
@@ -159,7 +184,7 @@ def _check_alert_settings() -> list[checks.CheckMessage]:
     if minimum not in ("high", "critical"):
         errors.append(
             _error(
-                19,
+                "followup_visibility.E019",
                 f"{PREFIX}NOTIFY_MIN_SEVERITY must be 'high' or 'critical', not {minimum!r}.",
                 "Owners are notified of alerts from this severity up.",
             )
@@ -168,7 +193,7 @@ def _check_alert_settings() -> list[checks.CheckMessage]:
     if not isinstance(email, bool):
         errors.append(
             _error(
-                21,
+                "followup_visibility.E021",
                 f"{PREFIX}NOTIFY_EMAIL must be True or False, not {email!r}.",
                 "Set it to False to keep notifications in the in-app inbox only.",
             )
@@ -184,7 +209,7 @@ def check_tracked_models(app_configs: Any = None, **kwargs: Any) -> list[checks.
     ):
         return [
             _error(
-                1,
+                "followup_visibility.E001",
                 f"{name} must map model labels to adapter paths, not {tracked!r}.",
                 '{"crm.Lead": "crm.adapters.LeadAdapter"}',
             )
@@ -203,7 +228,11 @@ def check_tracked_models(app_configs: Any = None, **kwargs: Any) -> list[checks.
             model = apps.get_model(label)
         except (LookupError, ValueError):
             errors.append(
-                _error(2, f"{name}: {label!r} is not an installed model.", "Use 'app_label.Model'.")
+                _error(
+                    "followup_visibility.E002",
+                    f"{name}: {label!r} is not an installed model.",
+                    "Use 'app_label.Model'.",
+                )
             )
             continue
         try:
@@ -211,7 +240,7 @@ def check_tracked_models(app_configs: Any = None, **kwargs: Any) -> list[checks.
         except ImportError as exc:
             errors.append(
                 _error(
-                    3,
+                    "followup_visibility.E003",
                     f"{name}: adapter {adapter_path!r} for {label} cannot be imported: {exc}.",
                     "Give the dotted path of an OpportunityAdapter subclass.",
                 )
@@ -220,7 +249,7 @@ def check_tracked_models(app_configs: Any = None, **kwargs: Any) -> list[checks.
         if not (isinstance(adapter_class, type) and issubclass(adapter_class, OpportunityAdapter)):
             errors.append(
                 _error(
-                    4,
+                    "followup_visibility.E004",
                     f"{name}: {adapter_path!r} is not an OpportunityAdapter subclass.",
                     "Subclass followup_visibility.adapters.OpportunityAdapter.",
                 )
@@ -239,7 +268,7 @@ def _check_adapter_fields(model: Any, adapter_class: type[OpportunityAdapter]) -
             # ("phone") without a comma is a string, not a tuple: say so once.
             errors.append(
                 _error(
-                    10,
+                    "followup_visibility.E010",
                     f"{adapter_class.__qualname__}.{attribute} must be a tuple of field names, "
                     f"not the string {value!r}.",
                     f"Write ({value!r},) with a trailing comma.",
@@ -255,7 +284,7 @@ def _check_adapter_fields(model: Any, adapter_class: type[OpportunityAdapter]) -
         except FieldDoesNotExist:
             errors.append(
                 _error(
-                    10,
+                    "followup_visibility.E010",
                     f"{adapter_class.__qualname__}.{attribute} names {field_name!r}, "
                     f"which {model._meta.label} does not have.",
                     "Name an existing field, or set the attribute to None (and override the "
@@ -271,13 +300,6 @@ def check_configuration_rows(
     """Calendars and SLA policies are rows; run with ``check --database default`` (and migrate)."""
     if not databases:
         return []
-    from django.core.exceptions import ValidationError
-    from django.db import DatabaseError
-
-    from followup_visibility import calendars
-    from followup_visibility.models import Calendar, SlaPolicy
-    from followup_visibility.models.policy import DURATION_FIELDS
-
     errors: list[checks.CheckMessage] = []
     try:
         default_calendar = Calendar.objects.filter(is_default=True).first()
@@ -288,7 +310,7 @@ def check_configuration_rows(
     if default_calendar is None:
         errors.append(
             _error(
-                13,
+                "followup_visibility.E013",
                 "There is no company default business calendar.",
                 "Mark one calendar as the company default in the admin; opportunities of "
                 "teams without a calendar get no deadlines until then.",
@@ -297,7 +319,7 @@ def check_configuration_rows(
     if default_policy is None:
         errors.append(
             _error(
-                14,
+                "followup_visibility.E014",
                 "There is no company default SLA policy.",
                 "Create the company default policy in the admin: every signal needs a duration "
                 "that more specific policies can fall back to.",
@@ -313,7 +335,7 @@ def check_configuration_rows(
         if missing:
             errors.append(
                 _error(
-                    14,
+                    "followup_visibility.E014",
                     f"The company default SLA policy lacks durations: {', '.join(missing)}.",
                     "Publish a new version of the company default that sets every duration.",
                 )
@@ -325,7 +347,7 @@ def check_configuration_rows(
         except (ValidationError, ValueError, KeyError) as exc:
             errors.append(
                 _error(
-                    15,
+                    "followup_visibility.E015",
                     f"Business calendar {calendar.name!r} is unusable: {exc}",
                     "Fix its time zone or working windows in the admin.",
                 )
@@ -334,8 +356,6 @@ def check_configuration_rows(
 
 
 def _check_escalation_rows() -> list[checks.CheckMessage]:
-    from followup_visibility.models import EscalationPolicy
-
     errors: list[checks.CheckMessage] = []
     policies = list(EscalationPolicy.objects.prefetch_related("levels"))
     if not any(policy.is_default for policy in policies):
@@ -356,7 +376,7 @@ def _check_escalation_rows() -> list[checks.CheckMessage]:
         ):
             errors.append(
                 _error(
-                    22,
+                    "followup_visibility.E022",
                     f"Escalation policy {policy.name!r} has no levels or levels whose "
                     "thresholds do not increase.",
                     "Give it at least one level, each later than the one before, in the admin.",

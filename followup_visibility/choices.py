@@ -64,7 +64,7 @@ class AcceptedVia(models.TextChoices):
     BACKFILL = "backfill", _("Owner predates tracking")
 
 
-class Signal(models.TextChoices):
+class AlertSignal(models.TextChoices):
     """What is wrong with an opportunity; each has its own clock (see docs/signals)."""
 
     NO_FIRST_RESPONSE = "no_first_response", _("No first response")
@@ -123,6 +123,19 @@ ACTIVE_ALERT_STATUSES = (
 )
 
 
+class AlertTransition(models.TextChoices):
+    """A change of an alert's status, as ``alert_status_changed`` announces it."""
+
+    ACKNOWLEDGED = "acknowledged", _("Acknowledged")
+    SNOOZED = "snoozed", _("Snoozed")
+    WOKEN = "woken", _("Woken from a snooze")
+    DISMISSED = "dismissed", _("Dismissed")
+    RESOLVED = "resolved", _("Resolved")
+    REOPENED = "reopened", _("Reopened: due again")
+    HELD = "held", _("Held by a suppression")
+    RELEASED = "released", _("Released by its suppression")
+
+
 class Resolution(models.TextChoices):
     NONE = "", _("Not resolved")
     AUTO = "auto", _("Condition cleared")
@@ -138,7 +151,7 @@ class SnoozeCondition(models.TextChoices):
 
 
 class Severity(models.IntegerChoices):
-    """Derived when read from how far past due an alert is (see severity.py); never stored."""
+    """Derived when read from how late an alert is (see engine/severity.py); never stored."""
 
     LOW = 1, _("Low")
     MEDIUM = 2, _("Medium")

@@ -14,12 +14,12 @@ from django.conf import settings
 PREFIX = "FOLLOWUP_VISIBILITY_"
 
 DEFAULT_TOUCH_RULES: tuple[str, ...] = (
-    "followup_visibility.rules.internal_note",
-    "followup_visibility.rules.stage_change_without_contact",
-    "followup_visibility.rules.auto_reply",
-    "followup_visibility.rules.untargeted_template",
-    "followup_visibility.rules.failed_delivery",
-    "followup_visibility.rules.no_conversation",
+    "followup_visibility.engine.touch_rules.internal_note",
+    "followup_visibility.engine.touch_rules.stage_change_without_contact",
+    "followup_visibility.engine.touch_rules.auto_reply",
+    "followup_visibility.engine.touch_rules.untargeted_template",
+    "followup_visibility.engine.touch_rules.failed_delivery",
+    "followup_visibility.engine.touch_rules.no_conversation",
 )
 
 

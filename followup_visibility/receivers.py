@@ -1,4 +1,5 @@
-"""Keep tracked opportunities in step with host saves and deletes."""
+"""Receivers: host saves and deletes reach the tracked opportunities; configuration edits
+plan recomputes and re-plans; outbox work is registered and a worker woken for it."""
 
 from __future__ import annotations
 
@@ -8,13 +9,18 @@ from django.db import models
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 from django.utils import timezone
 
-from followup_visibility import calendars, escalation, recompute, sync
+from followup_visibility import tasks
+from followup_visibility.alerting import escalation, notifications, outbox
+from followup_visibility.config import calendars, generation, recompute
+from followup_visibility.ingest import crm
 from followup_visibility.models import (
     Calendar,
     ClosedDate,
     EscalationPolicy,
     Segment,
     SegmentRule,
+    SlaPolicy,
+    SlaPolicyVersion,
     SpecialHours,
     Team,
     WorkingWindow,
@@ -24,7 +30,32 @@ from followup_visibility.registry import is_tracked
 _UID = "followup_visibility"
 
 
+#: Configuration the engine caches per process (see ``engine.generation``).
+_CACHED_CONFIGURATION = (
+    SlaPolicy,
+    SlaPolicyVersion,
+    Calendar,
+    WorkingWindow,
+    ClosedDate,
+    SpecialHours,
+    Team,
+    Segment,
+    SegmentRule,
+)
+
+
 def connect() -> None:
+    # The work the outbox carries, by kind.
+    outbox.register(recompute.PLAN, recompute.drain_plan)
+    outbox.register(recompute.RANGE, recompute.drain_range)
+    outbox.register(notifications.EMAIL, notifications.send_email, atomic=False)
+    outbox.ready.connect(on_outbox_ready, dispatch_uid=f"{_UID}.outbox")
+    for model in _CACHED_CONFIGURATION:
+        for signal in (post_save, post_delete):
+            signal.connect(on_configuration_changed, sender=model, dispatch_uid=f"{_UID}.gen")
+    m2m_changed.connect(
+        on_configuration_changed, sender=Team.members.through, dispatch_uid=f"{_UID}.gen_m2m"
+    )
     # Connected for every sender and filtered by the registry, so that overriding the tracked
     # models in settings (tests, multi-tenant hosts) needs no reconnecting.
     post_save.connect(on_host_saved, dispatch_uid=f"{_UID}.saved")
@@ -53,31 +84,43 @@ def on_host_saved(
     if raw or not is_tracked(sender):
         return
     # Same transaction as the host's save: the mirror commits or rolls back with it.
-    sync.sync_objects([instance], timezone.now())
+    crm.sync_objects([instance], timezone.now())
 
 
 def on_host_deleted(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
     if is_tracked(sender):
-        sync.mark_deleted(sender, [instance.pk], timezone.now())
+        crm.mark_deleted(sender, [instance.pk], timezone.now())
+
+
+def on_outbox_ready(sender: Any, *, count: int = 1, **kwargs: Any) -> None:
+    tasks.wake(count=count)
+
+
+def on_configuration_changed(sender: Any, **kwargs: Any) -> None:
+    # Raw saves (fixtures) too: a cached copy must never outlive what it copied.
+    if not kwargs.get("action", "post_").startswith("pre_"):
+        generation.bump(timezone.now())
 
 
 def on_calendar_row_changed(sender: type[models.Model], instance: Any, **kwargs: Any) -> None:
     if kwargs.get("raw"):
         return
-    calendars.mark_changed(instance.calendar_id)
+    calendars.mark_changed(instance.calendar_id, now=timezone.now())
 
 
 def on_calendar_saved(sender: type[Calendar], instance: Calendar, **kwargs: Any) -> None:
     if not kwargs.get("raw") and not kwargs.get("created"):
         # The default flag or time zone may have moved: recompute everything open.
-        calendars.mark_changed(instance.pk, everything=True)
+        calendars.mark_changed(instance.pk, now=timezone.now(), everything=True)
 
 
 def on_organisation_changed(sender: Any, **kwargs: Any) -> None:
     """Teams, memberships, segments or rules changed: re-run assignment for open ones."""
     if kwargs.get("raw") or kwargs.get("action", "post_").startswith("pre_"):
         return
-    recompute.schedule(recompute.Scope(reassign=True, reason=f"{sender._meta.label} changed"))
+    recompute.schedule(
+        recompute.Scope(reassign=True, reason=f"{sender._meta.label} changed"), now=timezone.now()
+    )
 
 
 #: The columns of each model that decide which policy, calendar and manager chain govern the

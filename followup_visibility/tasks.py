@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+from datetime import datetime, timedelta
 from typing import Any
 
-from celery import Task, shared_task
+from celery import Celery, Task, current_app, shared_task
 from django.apps import apps
 from django.db import OperationalError
 from django.utils import timezone
 
-from followup_visibility import escalation, notifications, recompute, sweep, sync
+from followup_visibility.alerting import escalation, notifications, outbox, sweep
+from followup_visibility.ingest import crm
 from followup_visibility.registry import adapters, get_adapter
+
+logger = logging.getLogger(__name__)
 
 #: Far below Redis's visibility timeout (1 h): a task killed by the hard limit is redelivered
 #: (acks_late) rather than left half-done, and the work is idempotent.
@@ -35,41 +39,53 @@ def reconcile(model_label: str | None = None) -> dict[str, int]:
     models = [get_adapter(apps.get_model(model_label)).model] if model_label else list(adapters())
     totals = {"created": 0, "updated": 0, "deleted": 0}
     for model in models:
-        result = sync.sync_model(model, now)
+        result = crm.sync_model(model, now)
         totals["created"] += len(result.created)
         totals["updated"] += len(result.updated)
-        totals["deleted"] += sync.reconcile_deleted(model, now)
+        totals["deleted"] += crm.reconcile_deleted(model, now)
     return totals
 
 
-@shared_task(name="followup_visibility.plan_recompute", **_LATE, **_LIMITS)
-def plan_recompute(**scope_kwargs: Any) -> int:
-    """Split a recompute into key ranges and enqueue one ``recompute_deadlines`` task each."""
-    scope = recompute.scope_from_kwargs(**scope_kwargs)
-    if scope.is_outdated():
-        return 0
-    chunks = recompute.plan(scope)
-    for first, last in chunks:
-        recompute_deadlines.delay(first, last, **scope_kwargs)
-    return len(chunks)
+#: How long one drain task works before it hands the rest to a fresh task (far below the
+#: soft time limit, so that a long recompute is split rather than killed).
+_DRAIN_BUDGET = timedelta(seconds=120)
+#: How many drain tasks a burst of outbox work starts at most (more workers, faster).
+PARALLEL_DRAINS = 8
 
 
-@shared_task(
-    name="followup_visibility.recompute_deadlines",
-    **_LATE,
-    soft_time_limit=300,
-    time_limit=330,
-)
-def recompute_deadlines(first: Any, last: Any, **scope_kwargs: Any) -> dict[str, int]:
-    """Recompute the deadlines of the open opportunities in one key range."""
-    scope = recompute.scope_from_kwargs(**scope_kwargs)
-    result = recompute.recompute_range(first, last, scope, timezone.now())
-    return {
-        "opportunities": result.opportunities,
-        "written": result.totals.written,
-        "deleted": result.totals.deleted,
-        "skipped": int(result.skipped),
-    }
+@shared_task(name="followup_visibility.drain_outbox", **_LATE, **_LIMITS)
+def drain_outbox() -> dict[str, int]:
+    """Do the outbox's pending work (recomputes, emails); started after a change commits
+    and by beat as a safety net. Hands what is left after its budget to a new task."""
+    result = outbox.drain(budget=_DRAIN_BUDGET)
+    if result.more:
+        wake(count=1)
+    return {"done": result.done, "failed": result.failed, "given_up": result.given_up}
+
+
+def wake(sender: Any = None, *, count: int = 1, **kwargs: Any) -> None:
+    """Start drain tasks for new outbox work, if this host runs Celery (``outbox.ready``).
+
+    Never raises: with no Celery app configured (the cron path) nothing is published, and a
+    broker that cannot be reached only delays the work until beat or cron drains it.
+    """
+    app = _host_app()
+    if app is None:
+        return
+    task = app.tasks[drain_outbox.name]
+    for _ in range(min(count, PARALLEL_DRAINS)):
+        try:
+            # No retries: a request must not wait for a broker that is down.
+            task.apply_async(retry=False)
+        except Exception as exc:
+            logger.warning("outbox work waits for beat or cron: no broker (%s)", exc)
+            return
+
+
+def _host_app() -> Celery | None:
+    """The host's Celery app; None when it has none (Celery's fallback app is current)."""
+    app: Celery = current_app
+    return None if app.main == "default" else app
 
 
 def _same_queue(task: Task[Any, Any]) -> dict[str, Any]:
@@ -140,4 +156,4 @@ def escalate() -> dict[str, int]:
 def notify() -> dict[str, int]:
     """Notify owners of high-severity alerts, then deliver what quiet hours allow."""
     now = timezone.now()
-    return {"created": notifications.notify_alerts(now), "delivered": notifications.deliver(now)}
+    return {"created": notifications.notify_alerts(now), "digests": notifications.deliver(now)}

@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 from django.db import connection, models
 
 from example_project.crm.models import Deal, Lead
-from followup_visibility import calendars
+from followup_visibility.engine import calendars
+from followup_visibility.ingest.crm import sync_objects
 from followup_visibility.models import (
     Calendar,
     Deadline,
@@ -26,7 +27,6 @@ from followup_visibility.models import (
     TrackedOpportunity,
     WorkingWindow,
 )
-from followup_visibility.sync import sync_objects
 
 NEW_YORK = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -7,8 +7,8 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from followup_visibility.choices import Channel, Direction, Outcome, Status
+from followup_visibility.ingest.touches import record_touch
 from followup_visibility.models import DuplicateMatch, Handoff, Touch, TrackedOpportunity
-from followup_visibility.touches import record_touch
 from tests.conftest import tracked
 
 MODELS = ["trackedopportunity", "touch", "handoff", "duplicatematch"]

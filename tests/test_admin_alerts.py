@@ -18,8 +18,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from example_project.crm.models import Lead
-from followup_visibility import policies, suppression, sweep
-from followup_visibility.choices import AlertStatus, NotificationChannel, Signal
+from followup_visibility.alerting import sweep
+from followup_visibility.choices import AlertSignal, AlertStatus, NotificationChannel
+from followup_visibility.config import policies, suppressions
+from followup_visibility.ingest.crm import sync_objects
 from followup_visibility.models import (
     Alert,
     Calendar,
@@ -35,7 +37,6 @@ from followup_visibility.models import (
     TrackedOpportunity,
     WorkingWindow,
 )
-from followup_visibility.sync import sync_objects
 from tests.conftest import tracked
 from tests.test_admin_configuration import add_rows, form_data
 
@@ -161,7 +162,7 @@ def message_texts(response: Any) -> list[str]:
     + ["sweeprun"],
 )
 def test_the_pages_render(admin_client: Any, world: World, model: str) -> None:
-    alert = world.alert(world.mine, Signal.NO_FIRST_RESPONSE)
+    alert = world.alert(world.mine, AlertSignal.NO_FIRST_RESPONSE)
     Escalation.objects.create(
         alert=alert, level=1, alert_raised_at=alert.raised_at, fired_at=NOW, outcome="no_manager"
     )
@@ -178,7 +179,7 @@ def test_the_pages_render(admin_client: Any, world: World, model: str) -> None:
     Suppression.objects.create(
         team=world.team, comment="Team offsite", starts_at=NOW - HOUR, created_at=NOW - HOUR
     )
-    InhibitionRule.objects.get_or_create(source=Signal.DUPLICATE, target=Signal.STALE)
+    InhibitionRule.objects.get_or_create(source=AlertSignal.DUPLICATE, target=AlertSignal.STALE)
     EscalationPolicy.objects.get_or_create(is_default=True, defaults={"name": "Default"})
     listed = admin_client.get(reverse(f"admin:followup_visibility_{model}_changelist"))
     assert listed.status_code == 200
@@ -199,16 +200,16 @@ def test_the_list_ranks_by_severity_and_filters_on_it(admin_client: Any, world: 
     page = response.content.decode()
     assert "High" in page and "Low" in page
     rows = list(response.context["cl"].result_list)
-    assert [row.signal for row in rows[:2]] == [Signal.NO_FIRST_RESPONSE] * 2  # worst first
+    assert [row.signal for row in rows[:2]] == [AlertSignal.NO_FIRST_RESPONSE] * 2  # worst first
     assert [row.severity for row in rows] == [3, 3, 1, 1]
 
     high = admin_client.get(changelist("?severity=3"))
     assert shown(high) == {
-        world.alert(world.mine, Signal.NO_FIRST_RESPONSE).pk,
-        world.alert(world.theirs, Signal.NO_FIRST_RESPONSE).pk,
+        world.alert(world.mine, AlertSignal.NO_FIRST_RESPONSE).pk,
+        world.alert(world.theirs, AlertSignal.NO_FIRST_RESPONSE).pk,
     }
     low = admin_client.get(changelist("?severity=1"))
-    assert {a.signal for a in low.context["cl"].result_list} == {Signal.NEVER_CONTACTED}
+    assert {a.signal for a in low.context["cl"].result_list} == {AlertSignal.NEVER_CONTACTED}
     assert shown(admin_client.get(changelist("?severity=4"))) == set()
     # Sorting on the column orders by the computed severity, in the database.
     ascending = admin_client.get(changelist("?o=4")).context["cl"].result_list
@@ -220,14 +221,14 @@ def test_the_other_filters_and_search(admin_client: Any, world: World) -> None:
     team = admin_client.get(changelist(f"?opportunity__team__id__exact={world.team.pk}"))
     assert shown(team) == mine
     assert shown(admin_client.get(changelist("?q=Acme"))) == mine
-    signal = admin_client.get(changelist(f"?signal__exact={Signal.NEVER_CONTACTED}"))
+    signal = admin_client.get(changelist(f"?signal__exact={AlertSignal.NEVER_CONTACTED}"))
     assert len(shown(signal)) == 2
     assert len(shown(admin_client.get(changelist("?escalation_level=0")))) == 4
     assert shown(admin_client.get(changelist("?escalation_level=1"))) == set()
 
 
 def test_closed_episodes_leave_the_default_list(admin_client: Any, world: World) -> None:
-    alert = world.alert(world.mine, Signal.NEVER_CONTACTED)
+    alert = world.alert(world.mine, AlertSignal.NEVER_CONTACTED)
     act(admin_client, "resolve", [alert], evidence="Called, left a message with reception")
     assert alert.pk not in shown(admin_client.get(changelist()))
     assert alert.pk in shown(admin_client.get(changelist("?status=resolved")))
@@ -243,8 +244,8 @@ def test_a_rep_sees_only_their_own_alerts(client: Any, world: World) -> None:
     assert shown(response) == set(
         Alert.objects.filter(opportunity=world.mine).values_list("pk", flat=True)
     )
-    theirs = world.alert(world.theirs, Signal.NO_FIRST_RESPONSE)
-    mine = world.alert(world.mine, Signal.NO_FIRST_RESPONSE)
+    theirs = world.alert(world.theirs, AlertSignal.NO_FIRST_RESPONSE)
+    mine = world.alert(world.mine, AlertSignal.NO_FIRST_RESPONSE)
     assert (
         client.get(reverse("admin:followup_visibility_alert_change", args=[mine.pk])).status_code
         == 200
@@ -266,7 +267,7 @@ def test_a_manager_sees_the_team_alerts(client: Any, world: World) -> None:
 
 def test_actions_reach_only_visible_alerts(client: Any, world: World) -> None:
     client.force_login(world.rep)
-    theirs = world.alert(world.theirs, Signal.NO_FIRST_RESPONSE)
+    theirs = world.alert(world.theirs, AlertSignal.NO_FIRST_RESPONSE)
     act(client, "acknowledge", [theirs])
     theirs.refresh_from_db()
     assert theirs.status == AlertStatus.OPEN
@@ -293,9 +294,9 @@ def test_acknowledge(client: Any, world: World) -> None:
 
 def test_a_refused_alert_is_named_and_the_others_proceed(client: Any, world: World) -> None:
     client.force_login(world.rep)
-    done = world.alert(world.mine, Signal.NEVER_CONTACTED)
+    done = world.alert(world.mine, AlertSignal.NEVER_CONTACTED)
     act(client, "dismiss", [done], reason="Duplicate of a phone lead")
-    other = world.alert(world.mine, Signal.NO_FIRST_RESPONSE)
+    other = world.alert(world.mine, AlertSignal.NO_FIRST_RESPONSE)
     response = act(client, "acknowledge", [done, other], query="?status=all")
     response = client.get(response.url)
     texts = message_texts(response)
@@ -309,7 +310,7 @@ def test_a_refused_alert_is_named_and_the_others_proceed(client: Any, world: Wor
 
 def test_dismiss_asks_for_a_reason_first(client: Any, world: World) -> None:
     client.force_login(world.rep)
-    alert = world.alert(world.mine, Signal.NO_FIRST_RESPONSE)
+    alert = world.alert(world.mine, AlertSignal.NO_FIRST_RESPONSE)
     page = act(client, "dismiss", [alert])
     assert page.status_code == 200
     assert 'name="reason"' in page.content.decode()
@@ -333,7 +334,7 @@ def test_dismiss_asks_for_a_reason_first(client: Any, world: World) -> None:
 
 def test_resolve_by_hand_with_evidence(client: Any, world: World) -> None:
     client.force_login(world.rep)
-    alert = world.alert(world.mine, Signal.NO_FIRST_RESPONSE)
+    alert = world.alert(world.mine, AlertSignal.NO_FIRST_RESPONSE)
     assert "evidence" in act(client, "resolve", [alert], evidence="").context["form"].errors
     act(client, "resolve", [alert], evidence="Called from my mobile at 14:05")
     alert.refresh_from_db()
@@ -344,8 +345,8 @@ def test_resolve_by_hand_with_evidence(client: Any, world: World) -> None:
 
 def test_snooze_until_a_time_or_a_condition(client: Any, world: World) -> None:
     client.force_login(world.rep)
-    first = world.alert(world.mine, Signal.NO_FIRST_RESPONSE)
-    second = world.alert(world.mine, Signal.NEVER_CONTACTED)
+    first = world.alert(world.mine, AlertSignal.NO_FIRST_RESPONSE)
+    second = world.alert(world.mine, AlertSignal.NEVER_CONTACTED)
     assert 'name="until_0"' in act(client, "snooze", [first]).content.decode()
 
     until = NOW + timedelta(days=2)
@@ -389,7 +390,7 @@ def test_without_change_permission_there_are_no_actions(
     html = page.content.decode()
     for action in ("acknowledge", "snooze", "dismiss", "resolve", "suppress"):
         assert f'value="{action}"' not in html
-    alert = world.alert(world.mine, Signal.NO_FIRST_RESPONSE)
+    alert = world.alert(world.mine, AlertSignal.NO_FIRST_RESPONSE)
     act(client, "acknowledge", [alert])
     act(client, "dismiss", [alert], reason="not mine to judge")
     alert.refresh_from_db()
@@ -397,7 +398,7 @@ def test_without_change_permission_there_are_no_actions(
 
 
 def test_the_change_page_is_a_read_only_record(admin_client: Any, world: World) -> None:
-    alert = world.alert(world.mine, Signal.NO_FIRST_RESPONSE)
+    alert = world.alert(world.mine, AlertSignal.NO_FIRST_RESPONSE)
     Escalation.objects.create(
         alert=alert,
         level=1,
@@ -442,7 +443,7 @@ def test_the_change_page_is_a_read_only_record(admin_client: Any, world: World) 
 def test_suppress_needs_the_add_suppression_permission(
     client: Any, world: World, staff: Callable[..., Any]
 ) -> None:
-    alert = world.alert(world.mine, Signal.NO_FIRST_RESPONSE)
+    alert = world.alert(world.mine, AlertSignal.NO_FIRST_RESPONSE)
     client.force_login(world.rep)  # may triage, may not write rules
     assert 'value="suppress"' not in client.get(changelist()).content.decode()
     act(client, "suppress", [alert], scope="signal", comment="Test lead")
@@ -453,8 +454,8 @@ def test_suppress_needs_the_add_suppression_permission(
 @pytest.mark.parametrize(
     ("scope", "suppressed"),
     [
-        ("signal", {Signal.NO_FIRST_RESPONSE}),
-        ("all", {Signal.NO_FIRST_RESPONSE, Signal.NEVER_CONTACTED}),
+        ("signal", {AlertSignal.NO_FIRST_RESPONSE}),
+        ("all", {AlertSignal.NO_FIRST_RESPONSE, AlertSignal.NEVER_CONTACTED}),
     ],
 )
 def test_suppress_writes_a_rule_and_holds_the_alerts(
@@ -462,7 +463,7 @@ def test_suppress_writes_a_rule_and_holds_the_alerts(
 ) -> None:
     lead = staff(*TRIAGE, "add_suppression", "view_all_opportunities")
     client.force_login(lead)
-    alert = world.alert(world.mine, Signal.NO_FIRST_RESPONSE)
+    alert = world.alert(world.mine, AlertSignal.NO_FIRST_RESPONSE)
     assert 'name="comment"' in act(client, "suppress", [alert]).content.decode()
     act(client, "suppress", [alert], scope=scope, comment="Internal test lead")
     rule = Suppression.objects.get()
@@ -471,7 +472,7 @@ def test_suppress_writes_a_rule_and_holds_the_alerts(
         "Internal test lead",
         lead,
     )
-    assert rule.signal == ("" if scope == "all" else Signal.NO_FIRST_RESPONSE)
+    assert rule.signal == ("" if scope == "all" else AlertSignal.NO_FIRST_RESPONSE)
     held = set(
         Alert.objects.filter(opportunity=world.mine, status=AlertStatus.SUPPRESSED).values_list(
             "signal", flat=True
@@ -565,7 +566,7 @@ def test_a_manager_cannot_suppress_beyond_their_teams(
                 "their opportunity": {"opportunity": str(world.theirs.pk)},
                 "their owner": {"owner": str(world.other_rep.pk)},
                 "a team they do not manage": {"team": str(other_team.pk)},
-                "everyone's signal": {"signal": Signal.NO_FIRST_RESPONSE},
+                "everyone's signal": {"signal": AlertSignal.NO_FIRST_RESPONSE},
             }[reach],
         }
     )
@@ -578,12 +579,14 @@ def test_a_manager_cannot_suppress_beyond_their_teams(
 def test_a_manager_suppresses_within_their_team_and_sees_only_those_rules(
     client: Any, world: World
 ) -> None:
-    theirs = suppression.create(
+    theirs = suppressions.create(
         comment="Globex on hold", by=world.other_rep, now=NOW, opportunity=world.theirs
     )
     manager = manager_client(client, world)
     url, data = suppression_add(manager)
-    data.update({"comment": "Team offsite", "team": str(world.team.pk), "signal": Signal.STALE})
+    data.update(
+        {"comment": "Team offsite", "team": str(world.team.pk), "signal": AlertSignal.STALE}
+    )
     assert manager.post(url, data).status_code == 302
     mine = Suppression.objects.get(team=world.team)
     listed = manager.get(reverse("admin:followup_visibility_suppression_changelist"))
@@ -602,11 +605,15 @@ def test_a_manager_suppresses_within_their_team_and_sees_only_those_rules(
 def test_inhibition_rules_are_plain_records(admin_client: Any) -> None:
     url = reverse("admin:followup_visibility_inhibitionrule_add")
     data = form_data(admin_client, url, "inhibitionrule_form")
-    data.update({"source": Signal.DUPLICATE, "target": Signal.DUPLICATE, "comment": "self"})
+    data.update(
+        {"source": AlertSignal.DUPLICATE, "target": AlertSignal.DUPLICATE, "comment": "self"}
+    )
     assert admin_client.post(url, data).status_code == 200  # a signal cannot inhibit itself
-    data["target"] = Signal.STALE
+    data["target"] = AlertSignal.STALE
     assert admin_client.post(url, data).status_code == 302
-    assert InhibitionRule.objects.filter(source=Signal.DUPLICATE, target=Signal.STALE).exists()
+    assert InhibitionRule.objects.filter(
+        source=AlertSignal.DUPLICATE, target=AlertSignal.STALE
+    ).exists()
 
 
 # Escalation -------------------------------------------------------------------------------------
@@ -672,8 +679,8 @@ def test_a_policy_needs_a_team_or_must_be_the_default(admin_client: Any, world: 
 def test_escalations_are_listed_within_scope(
     client: Any, world: World, staff: Callable[..., Any]
 ) -> None:
-    theirs = world.alert(world.theirs, Signal.NO_FIRST_RESPONSE)
-    mine = world.alert(world.mine, Signal.NO_FIRST_RESPONSE)
+    theirs = world.alert(world.theirs, AlertSignal.NO_FIRST_RESPONSE)
+    mine = world.alert(world.mine, AlertSignal.NO_FIRST_RESPONSE)
     for alert in (mine, theirs):
         Escalation.objects.create(
             alert=alert,
@@ -692,7 +699,7 @@ def test_the_inbox_shows_only_ones_own_notifications(client: Any, world: World) 
     def note(user: Any, opp: TrackedOpportunity, subject: str) -> Notification:
         return Notification.objects.create(
             recipient=user,
-            alert=world.alert(opp, Signal.NO_FIRST_RESPONSE),
+            alert=world.alert(opp, AlertSignal.NO_FIRST_RESPONSE),
             kind="alert",
             channel=NotificationChannel.INBOX,
             dedupe_key="alert:3:0",

@@ -13,8 +13,8 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
-from followup_visibility import policies
-from followup_visibility.choices import ClosedDateKind, SegmentSource, Signal
+from followup_visibility.choices import AlertSignal, ClosedDateKind, SegmentSource
+from followup_visibility.config import policies
 from followup_visibility.models import (
     Calendar,
     ClosedDate,
@@ -485,7 +485,7 @@ def test_preview_shows_overdue_counts_and_saves_nothing(
     response = admin_client.post(change, data)
     assert response.status_code == 200
     preview = response.context["preview"]
-    first = next(r for r in preview["rows"] if r["signal"] == Signal.NO_FIRST_RESPONSE.label)
+    first = next(r for r in preview["rows"] if r["signal"] == AlertSignal.NO_FIRST_RESPONSE.label)
     assert (first["current"], first["proposed"], first["change"]) == (1, 0, "-1")
     assert preview["examined"] >= 1 and preview["current"] >= 1
     page = response.content.decode()
@@ -586,7 +586,7 @@ def test_changing_the_segment_of_an_opportunity_pins_it(
     assert admin_client.post(change, data).status_code == 302
     opp.refresh_from_db()
     assert (opp.segment, opp.segment_source) == (pricing, SegmentSource.MANUAL)
-    first = Deadline.objects.get(opportunity=opp, signal=Signal.NO_FIRST_RESPONSE)
+    first = Deadline.objects.get(opportunity=opp, signal=AlertSignal.NO_FIRST_RESPONSE)
     assert first.sla == timedelta(minutes=30)  # recomputed with the pinned segment's policy
 
 

@@ -10,10 +10,12 @@ from django.test import override_settings
 
 from example_project.crm.adapters import LeadAdapter
 from example_project.crm.models import Deal, Lead
-from followup_visibility import assignment, calendars
-from followup_visibility.choices import Channel, Direction, Outcome, SegmentSource, Signal
+from followup_visibility.alerting import refresh
+from followup_visibility.choices import AlertSignal, Channel, Direction, Outcome, SegmentSource
+from followup_visibility.engine import calendars, routing
+from followup_visibility.ingest.segments import set_segment
+from followup_visibility.ingest.touches import record_touch
 from followup_visibility.models import SegmentRule, TrackedOpportunity
-from followup_visibility.touches import record_touch
 from tests.factories_sla import (
     change_host,
     deal_at,
@@ -28,7 +30,7 @@ from tests.factories_sla import (
     run_pending_commit_hooks,
 )
 
-S = Signal
+S = AlertSignal
 DEAL_ADAPTER = "example_project.crm.adapters.DealAdapter"
 
 
@@ -185,7 +187,7 @@ def test_deal_follows_its_lead_assigned_by_a_touch_later(segments):
 def test_manual_pin_survives_resync_and_can_be_released(segments):
     lead = lead_at(ny(3, 9, 9), source="brochure")
     opp = opportunity(lead)
-    assignment.set_segment(opp, segments["pricing"], ny(3, 9, 10))
+    set_segment(opp, segments["pricing"], ny(3, 9, 10))
     assert assigned(lead) == ("pricing", SegmentSource.MANUAL)
     assert due(lead)[S.NO_FIRST_RESPONSE] == ny(3, 9, 11)
     change_host(lead, ny(3, 9, 11), name="Ann B.", source="email")
@@ -199,7 +201,7 @@ def test_manual_pin_survives_resync_and_can_be_released(segments):
         now=ny(3, 9, 11, 30),
     )
     assert assigned(lead) == ("pricing", SegmentSource.MANUAL)
-    assignment.set_segment(opportunity(lead), None, ny(3, 9, 12))
+    set_segment(opportunity(lead), None, ny(3, 9, 12))
     assert assigned(lead) == ("missed-call", SegmentSource.RULE)
     assert due(lead)[S.NO_FIRST_RESPONSE] == ny(3, 9, 9, 15)
 
@@ -270,6 +272,7 @@ def test_new_membership_reassigns_after_commit(
 def test_assign_reports_only_changes(segments):
     lead = lead_at(ny(3, 9, 9), source="brochure")
     opp = opportunity(lead)
-    assert assignment.assign([opp]) == []
-    assert assignment.assign_and_save([opp]) == 0
+    assert routing.assign([opp]) == []
+    again = refresh.refresh([opp.pk], now=ny(3, 9, 10), cause=refresh.Cause("test", routing=True))
+    assert again.routed == 0
     assert TrackedOpportunity.objects.get(pk=opp.pk).segment == segments["brochure"]

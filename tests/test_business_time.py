@@ -1,4 +1,4 @@
-"""Tests for followup_visibility.business_time: fixed DST/holiday cases plus Hypothesis
+"""Tests for followup_visibility.engine.business_time: fixed DST/holiday cases plus Hypothesis
 properties against a brute-force minute-by-minute oracle. Pure Python; no Django, no DB."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from followup_visibility.business_time import (
+from followup_visibility.engine.business_time import (
     BusinessCalendar,
     Window,
     add_business_time,

@@ -7,10 +7,14 @@ from datetime import date, time, timedelta
 import pytest
 from django.core.exceptions import ValidationError
 
-from followup_visibility import calendars, tasks
-from followup_visibility.business_time import add_business_time
-from followup_visibility.choices import ClosedDateKind, Signal, Weekday
+from followup_visibility.alerting import outbox
+from followup_visibility.choices import AlertSignal, ClosedDateKind, Weekday
+from followup_visibility.config import calendars as calendar_changes
+from followup_visibility.config import recompute
+from followup_visibility.engine import calendars
+from followup_visibility.engine.business_time import add_business_time
 from followup_visibility.models import Calendar, ClosedDate, SpecialHours, WorkingWindow
+from tests.conftest import NOW
 from tests.factories_sla import (
     due,
     install_defaults,
@@ -21,7 +25,7 @@ from tests.factories_sla import (
     snapshot,
 )
 
-S = Signal
+S = AlertSignal
 
 
 @pytest.fixture(autouse=True)
@@ -85,24 +89,24 @@ def test_calendar_row_edits_move_deadlines_after_commit(
     assert due(lead)[S.NO_FIRST_RESPONSE] == first_response_due
 
 
-def test_several_edits_in_one_transaction_recompute_once(
-    defaults, django_capture_on_commit_callbacks, monkeypatch
-):
+def test_several_edits_in_one_transaction_recompute_once(defaults, monkeypatch):
     lead = lead_at(ny(3, 6, 16, 30))
     ran = []
-    real = tasks.recompute_deadlines
+    real = recompute.recompute_range
 
-    def delay(first, last, **kwargs):
-        ran.append(kwargs["calendar"])
-        return real(first, last, **kwargs)
+    def recompute_range(first, last, scope, now, **kwargs):
+        ran.append(scope.calendar)
+        return real(first, last, scope, now, **kwargs)
 
-    monkeypatch.setattr(tasks.recompute_deadlines, "delay", delay)
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        ClosedDate.objects.create(calendar=defaults.calendar, date=date(2026, 3, 9))
-        ClosedDate.objects.create(calendar=defaults.calendar, date=date(2026, 3, 10))
-    assert len(callbacks) == 2
+    outbox.drain()  # what setting up the calendar planned (on the wall clock)
+    monkeypatch.setattr(recompute, "recompute_range", recompute_range)
+    ClosedDate.objects.create(calendar=defaults.calendar, date=date(2026, 3, 9))
+    ClosedDate.objects.create(calendar=defaults.calendar, date=date(2026, 3, 10))
+    # Both edits are on record in the outbox, each planned for its calendar version.
+    assert outbox.pending([recompute.PLAN]).count() == 2
+    outbox.drain()  # the receivers planned on the wall clock
     # The first plan is for an outdated version and is skipped; only the last one runs.
-    assert ran == [[defaults.calendar.pk, version(defaults.calendar)]]
+    assert ran == [(defaults.calendar.pk, version(defaults.calendar))]
     assert due(lead)[S.NO_FIRST_RESPONSE] == ny(3, 11, 9, 30)
 
 
@@ -177,7 +181,7 @@ def test_seed_us_holidays(defaults):
     calendar.holiday_country = "US"
     calendar.save()
     old = version(calendar)
-    added = calendars.seed_holidays(calendar, [2026])
+    added = calendar_changes.seed_holidays(calendar, [2026], now=NOW)
     assert added == 12
     observed = ClosedDate.objects.get(calendar=calendar, date=date(2026, 7, 3))
     assert observed.kind == ClosedDateKind.PUBLIC_HOLIDAY
@@ -185,7 +189,7 @@ def test_seed_us_holidays(defaults):
     assert ClosedDate.objects.filter(calendar=calendar, date=date(2026, 11, 26)).exists()
     assert version(calendar) == old + 1
     # Seeding again adds nothing and leaves the version alone.
-    assert calendars.seed_holidays(calendar, [2026]) == 0
+    assert calendar_changes.seed_holidays(calendar, [2026], now=NOW) == 0
     assert version(calendar) == old + 1
 
 
@@ -197,7 +201,7 @@ def test_seed_holidays_keeps_existing_rows(defaults):
     ClosedDate.objects.create(
         calendar=calendar, date=date(2026, 12, 25), name="Office party", kind="closure"
     )
-    added = calendars.seed_holidays(calendar, [2026])
+    added = calendar_changes.seed_holidays(calendar, [2026], now=NOW)
     kept = ClosedDate.objects.get(calendar=calendar, date=date(2026, 12, 25))
     assert (kept.name, kept.kind) == ("Office party", ClosedDateKind.CLOSURE)
     total = ClosedDate.objects.filter(calendar=calendar).count()
@@ -213,7 +217,7 @@ def test_seeded_holiday_moves_deadlines(defaults, django_capture_on_commit_callb
     calendar.holiday_country = "US"
     calendar.save()
     with django_capture_on_commit_callbacks(execute=True):
-        calendars.seed_holidays(calendar, [2026])
+        calendar_changes.seed_holidays(calendar, [2026], now=NOW)
     assert due(lead)[S.NO_FIRST_RESPONSE] == ny(7, 6, 9, 30)
 
 
@@ -232,7 +236,7 @@ def test_seed_holidays_rejects_unknown_places(defaults, country, subdivision, fi
     calendar.save()
     old = version(calendar)
     with pytest.raises(ValidationError) as exc:
-        calendars.seed_holidays(calendar, [2026])
+        calendar_changes.seed_holidays(calendar, [2026], now=NOW)
     assert set(exc.value.message_dict) == {field}
     assert not ClosedDate.objects.filter(calendar=calendar).exists()
     assert version(calendar) == old

@@ -23,7 +23,10 @@ from celery import Celery
 from django.db import connection
 
 from example_project.crm.models import Lead
+from followup_visibility import tasks
+from followup_visibility.alerting import outbox
 from followup_visibility.choices import Status
+from followup_visibility.config import recompute
 from tests.conftest import tracked
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -79,11 +82,13 @@ def worker_database_url() -> str:
 def child_env(settings_module: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FOLLOWUP_BEAT_")}
     env.update(
-        DJANGO_SETTINGS_MODULE=settings_module,
-        DATABASE_URL=worker_database_url(),
-        CELERY_BROKER_URL=BROKER_URL,
-        PYTHONUNBUFFERED="1",
-        **extra,
+        {
+            "DJANGO_SETTINGS_MODULE": settings_module,
+            "DATABASE_URL": worker_database_url(),
+            "CELERY_BROKER_URL": BROKER_URL,
+            "PYTHONUNBUFFERED": "1",
+            **extra,
+        }
     )
     return env
 
@@ -210,15 +215,15 @@ def test_beat_schedules_reconcile_for_the_worker(
 
 
 def test_worker_recomputes_deadlines_after_a_policy_change(
-    make_lead: Callable[..., Lead], queue: str, tmp_path: Path
+    make_lead: Callable[..., Lead], queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from datetime import time, timedelta
     from importlib import import_module
 
     from django.utils import timezone
 
-    from followup_visibility import policies
-    from followup_visibility.choices import Signal
+    from followup_visibility.choices import AlertSignal
+    from followup_visibility.config import policies
     from followup_visibility.models import (
         Calendar,
         Deadline,
@@ -258,20 +263,78 @@ def test_worker_recomputes_deadlines_after_a_policy_change(
 
     def moved() -> bool:
         rows = Deadline.objects.filter(
-            opportunity__in=[tracked(lead) for lead in leads], signal=Signal.NO_FIRST_RESPONSE
+            opportunity__in=[tracked(lead) for lead in leads], signal=AlertSignal.NO_FIRST_RESPONSE
         )
         return rows.count() == 5 and all(d.policy_version_id == version.pk for d in rows)
 
     assert not moved()
+    # The plan is on record in the outbox, as a publisher without Celery leaves it (this
+    # process's own app is eager and would do the work itself).
+    monkeypatch.setattr(tasks, "_host_app", lambda: None)
+    recompute.schedule(recompute.Scope(reason="test"), now=timezone.now())
+    assert outbox.pending([recompute.PLAN]).count() == 1
     log = tmp_path / "worker.log"
     with worker(queue, log) as proc, producer_app() as producer:
-        producer.send_task(
-            "followup_visibility.plan_recompute", kwargs={"reason": "test"}, queue=queue
-        )
+        producer.send_task("followup_visibility.drain_outbox", queue=queue)
         wait_until(moved, {"worker": (proc, log)})
-    for deadline in Deadline.objects.filter(signal=Signal.NO_FIRST_RESPONSE):
+    for deadline in Deadline.objects.filter(signal=AlertSignal.NO_FIRST_RESPONSE):
         assert deadline.sla == timedelta(minutes=30)
-    assert "followup_visibility.plan_recompute" in log.read_text()
+    assert "followup_visibility.drain_outbox" in log.read_text()
+    assert not outbox.pending().exists()
+
+
+def test_a_change_committed_with_the_broker_down_is_applied_once_a_worker_drains(
+    make_lead: Callable[..., Lead], queue: str, tmp_path: Path
+) -> None:
+    """A web process publishes a policy version with its broker on a dead port: it commits
+    without an error; a worker on the live broker applies it afterwards."""
+    from datetime import timedelta
+
+    from followup_visibility.choices import AlertSignal
+    from followup_visibility.models import Deadline, SlaPolicy
+    from tests.factories_sla import install_defaults
+
+    install_defaults()
+    leads = [make_lead() for _ in range(3)]
+    rows = Deadline.objects.filter(
+        opportunity__in=[tracked(lead) for lead in leads], signal=AlertSignal.NO_FIRST_RESPONSE
+    )
+    assert rows.count() == 3
+    script = (
+        "import time, django; django.setup()\n"
+        "from datetime import timedelta\n"
+        "from django.utils import timezone\n"
+        "from followup_visibility.config import policies\n"
+        "from followup_visibility.models import SlaPolicy\n"
+        "policy = SlaPolicy.objects.get(is_default=True)\n"
+        "values = policies.current_values(policy)\n"
+        "values['first_response'] = timedelta(minutes=7)\n"
+        "started = time.monotonic()\n"
+        "policies.publish_version(policy, values, now=timezone.now(), apply_to_open=True)\n"
+        "print('published in %.2f s' % (time.monotonic() - started))\n"
+    )
+    # The example project's settings: a real (not eager) Celery app, on a dead broker port.
+    env = child_env("example_project.settings", CELERY_BROKER_URL="redis://127.0.0.1:1/0")
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "published in" in done.stdout
+    assert "no broker" in done.stderr  # logged, not raised
+    assert all(row.sla != timedelta(minutes=7) for row in rows)
+    assert outbox.pending([recompute.PLAN]).count() == 1
+    version = SlaPolicy.objects.get(is_default=True).versions.order_by("-number").first()
+
+    def applied() -> bool:
+        return all(row.policy_version_id == version.pk for row in rows.all())
+
+    log = tmp_path / "worker.log"
+    with worker(queue, log) as proc, producer_app() as producer:
+        # The broker is back: the next beat tick (sent here by hand) drains the outbox.
+        producer.send_task("followup_visibility.drain_outbox", queue=queue)
+        wait_until(applied, {"worker": (proc, log)})
+    assert all(row.sla == timedelta(minutes=7) for row in rows.all())
+    assert not outbox.pending().exists()
 
 
 def test_beat_and_worker_turn_a_due_deadline_into_an_alert_and_an_escalation(
@@ -282,8 +345,8 @@ def test_beat_and_worker_turn_a_due_deadline_into_an_alert_and_an_escalation(
 
     from django.utils import timezone
 
-    from followup_visibility import escalation
-    from followup_visibility.choices import AlertStatus, EscalationOutcome, Signal
+    from followup_visibility.choices import AlertSignal, AlertStatus, EscalationOutcome
+    from followup_visibility.config import escalation_policies
     from followup_visibility.models import (
         Alert,
         Escalation,
@@ -302,7 +365,7 @@ def test_beat_and_worker_turn_a_due_deadline_into_an_alert_and_an_escalation(
         for day in range(7)
     )
     EscalationPolicy.objects.all().delete()
-    escalation.create_policy(
+    escalation_policies.create_policy(
         "Default", [timedelta(seconds=2), timedelta(hours=2)], is_default=True, now=timezone.now()
     )
     rep, manager = make_user("rep"), make_user("manager", email="manager@example.com")
@@ -318,7 +381,7 @@ def test_beat_and_worker_turn_a_due_deadline_into_an_alert_and_an_escalation(
 
     def escalated() -> bool:
         return Escalation.objects.filter(
-            alert__opportunity=opp, alert__signal=Signal.NO_FIRST_RESPONSE, level=1
+            alert__opportunity=opp, alert__signal=AlertSignal.NO_FIRST_RESPONSE, level=1
         ).exists()
 
     worker_log, beat_log = tmp_path / "worker.log", tmp_path / "beat.log"
@@ -331,7 +394,7 @@ def test_beat_and_worker_turn_a_due_deadline_into_an_alert_and_an_escalation(
         celery_process(beat_args, beat_env, beat_log) as beat_proc,
     ):
         wait_until(escalated, {"worker": (worker_proc, worker_log), "beat": (beat_proc, beat_log)})
-    alert = Alert.objects.get(opportunity=opp, signal=Signal.NO_FIRST_RESPONSE)
+    alert = Alert.objects.get(opportunity=opp, signal=AlertSignal.NO_FIRST_RESPONSE)
     assert alert.status == AlertStatus.OPEN
     assert alert.escalation_level >= 1
     step = Escalation.objects.get(alert=alert, level=1)

@@ -13,8 +13,8 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import modify_settings, override_settings
 
-from followup_visibility import calendars
 from followup_visibility.adapters import OpportunityAdapter
+from followup_visibility.engine import calendars
 from followup_visibility.models import (
     Calendar,
     Deadline,
@@ -214,13 +214,13 @@ def test_e006_good_phone_region(region: str) -> None:
 @pytest.mark.parametrize(
     "path",
     [
-        "followup_visibility.rules.no_such_rule",
+        "followup_visibility.engine.touch_rules.no_such_rule",
         "no_such_package.rules.rule",
         "not_a_dotted_path",
     ],
 )
 def test_e007_touch_rule_not_importable(path: str) -> None:
-    rules = ["followup_visibility.rules.internal_note", path]
+    rules = ["followup_visibility.engine.touch_rules.internal_note", path]
     with override_settings(FOLLOWUP_VISIBILITY_TOUCH_RULES=rules):
         output = run_failing_check()
     assert_reported(output, "followup_visibility.E007", repr(path), "cannot be imported")
@@ -228,7 +228,8 @@ def test_e007_touch_rule_not_importable(path: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["followup_visibility.rules.CUSTOMER_FACING", "followup_visibility.conf.PREFIX"]
+    "path",
+    ["followup_visibility.engine.touch_rules.CUSTOMER_FACING", "followup_visibility.conf.PREFIX"],
 )
 def test_e007_touch_rule_not_callable(path: str) -> None:
     with override_settings(FOLLOWUP_VISIBILITY_TOUCH_RULES=[path]):
@@ -247,7 +248,7 @@ def test_e007_touch_rule_not_a_path() -> None:
 
 
 def test_e007_touch_rules_a_string() -> None:
-    path = "followup_visibility.rules.internal_note"  # ("...") without the comma
+    path = "followup_visibility.engine.touch_rules.internal_note"  # ("...") without the comma
     with override_settings(FOLLOWUP_VISIBILITY_TOUCH_RULES=path):
         output = run_failing_check()
     assert_reported(output, "followup_visibility.E007", "TOUCH_RULES", repr(path))

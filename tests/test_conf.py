@@ -16,7 +16,7 @@ CASES: dict[str, tuple[Any, Any]] = {
     "TRACKED_MODELS": ({}, {"crm.Deal": "example_project.crm.adapters.DealAdapter"}),
     "PHONE_REGION": ("US", "GB"),
     "MAX_CLOCK_SKEW": (timedelta(minutes=5), timedelta(seconds=30)),
-    "TOUCH_RULES": (DEFAULT_TOUCH_RULES, ["followup_visibility.rules.internal_note"]),
+    "TOUCH_RULES": (DEFAULT_TOUCH_RULES, ["followup_visibility.engine.touch_rules.internal_note"]),
     "SYNC_CHUNK_SIZE": (500, 25),
     "ACCEPT_HANDOFF_ON_TOUCH": (True, False),
     "RECOMPUTE_CHUNK_SIZE": (2000, 100),

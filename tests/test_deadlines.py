@@ -13,13 +13,15 @@ import pytest
 from django.db import transaction
 
 from example_project.crm.models import Lead
-from followup_visibility import calendars, deadlines, sync
-from followup_visibility.choices import Channel, Direction, Outcome, Signal
-from followup_visibility.merge import merge_opportunities
+from followup_visibility.alerting import refresh
+from followup_visibility.choices import AlertSignal, Channel, Direction, Outcome
+from followup_visibility.engine import calendars
+from followup_visibility.ingest import crm
+from followup_visibility.ingest.handoffs import accept_handoff
+from followup_visibility.ingest.merge import merge_opportunities
+from followup_visibility.ingest.next_actions import complete_next_action, schedule_next_action
+from followup_visibility.ingest.touches import record_touch
 from followup_visibility.models import Calendar, ClosedDate, Deadline, SpecialHours
-from followup_visibility.next_actions import complete_next_action, schedule_next_action
-from followup_visibility.ownership import accept_handoff
-from followup_visibility.touches import record_touch
 from tests.factories_sla import (
     DURATIONS,
     deadlines_of,
@@ -32,7 +34,7 @@ from tests.factories_sla import (
     opportunity,
 )
 
-S = Signal
+S = AlertSignal
 
 
 @pytest.fixture(autouse=True)
@@ -165,7 +167,7 @@ def test_zero_grace_is_due_at_the_date_itself(planned, clock_start):
 def test_next_action_from_the_host_field():
     lead = lead_at(ny(3, 9, 9))
     Lead.objects.filter(pk=lead.pk).update(next_step_at=ny(3, 11, 14))
-    sync.sync_objects([Lead.objects.get(pk=lead.pk)], ny(3, 10, 10))
+    crm.sync_objects([Lead.objects.get(pk=lead.pk)], ny(3, 10, 10))
     assert due(lead)[S.NEXT_ACTION_OVERDUE] == ny(3, 11, 14, 45)
     assert S.NO_NEXT_ACTION not in due(lead)
 
@@ -221,7 +223,7 @@ def test_owner_clocks_from_arrival_then_from_the_pending_handoff(make_user):
 def sync_owner(lead, owner, now):
     Lead.objects.filter(pk=lead.pk).update(owner=owner)
     fresh = Lead.objects.get(pk=lead.pk)
-    sync.sync_objects([fresh], now)
+    crm.sync_objects([fresh], now)
     return fresh
 
 
@@ -230,7 +232,7 @@ def test_stage_stalled_from_stage_entry_with_a_limit_per_stage():
     lead = lead_at(ny(3, 9, 9), now=ny(3, 9, 9, 15))
     assert S.STAGE_STALLED not in due(lead)  # "new" has no limit
     Lead.objects.filter(pk=lead.pk).update(status=Lead.Status.WORKING)
-    sync.sync_objects([Lead.objects.get(pk=lead.pk)], ny(3, 10, 13))
+    crm.sync_objects([Lead.objects.get(pk=lead.pk)], ny(3, 10, 13))
     stalled = deadlines_of(lead)[S.STAGE_STALLED]
     assert (stalled.event_at, stalled.sla, stalled.due_at) == (
         ny(3, 10, 13),
@@ -238,7 +240,7 @@ def test_stage_stalled_from_stage_entry_with_a_limit_per_stage():
         ny(3, 11, 13),
     )
     Lead.objects.filter(pk=lead.pk).update(status=Lead.Status.NEW)
-    sync.sync_objects([Lead.objects.get(pk=lead.pk)], ny(3, 11, 10))
+    crm.sync_objects([Lead.objects.get(pk=lead.pk)], ny(3, 11, 10))
     assert S.STAGE_STALLED not in due(lead)
 
 
@@ -374,7 +376,7 @@ def test_closing_clears_every_deadline(how):
     if how == "deleted":
         lead.delete()
     elif how == "mark_deleted":
-        sync.mark_deleted(Lead, [lead.pk], ny(3, 9, 12))
+        crm.mark_deleted(Lead, [lead.pk], ny(3, 9, 12))
     else:
         lead.status = how
         lead.save()
@@ -393,7 +395,7 @@ def test_reopening_restores_the_clocks():
 def change_status(lead, status, now):
     Lead.objects.filter(pk=lead.pk).update(status=status)
     fresh = Lead.objects.get(pk=lead.pk)
-    sync.sync_objects([fresh], now)
+    crm.sync_objects([fresh], now)
     return fresh
 
 
@@ -417,7 +419,7 @@ def test_only_changed_rows_are_rewritten():
     # The last touch moved no-next-action; waiting and stale are new.
     for signal in {S.NO_NEXT_ACTION, S.CUSTOMER_WAITING, S.STALE}:
         assert after[signal].computed_at == ny(3, 9, 10, 5)
-    result = deadlines.recompute([opportunity(lead).pk], ny(3, 9, 11))
+    result = refresh.refresh([opportunity(lead).pk], now=ny(3, 9, 11), cause=refresh.Cause("x"))
     assert (result.written, result.deleted, result.unchanged) == (0, 0, 6)
     assert {d.computed_at for d in deadlines_of(lead).values()} == {ny(3, 9, 9), ny(3, 9, 10, 5)}
 

@@ -51,7 +51,7 @@ def test_demo_command_seeds_once_and_prints_logins(db):
 
 
 def test_seed_configures_segments_teams_and_versioned_policies(db, now):
-    from followup_visibility.choices import ClosedDateKind, Signal
+    from followup_visibility.choices import AlertSignal, ClosedDateKind
     from followup_visibility.models import Deadline, SlaPolicy, Team
 
     seed(now, leads=80, seed_value=7)
@@ -62,7 +62,7 @@ def test_seed_configures_segments_teams_and_versioned_policies(db, now):
         assert team.calendar.closed_dates.filter(kind=ClosedDateKind.PUBLIC_HOLIDAY).exists()
         assert team.manager.username == "maria"
         assert team.parent is not None and team.parent.manager.username == "olivia"
-    first_response = Deadline.objects.filter(signal=Signal.NO_FIRST_RESPONSE)
+    first_response = Deadline.objects.filter(signal=AlertSignal.NO_FIRST_RESPONSE)
     missed = first_response.filter(opportunity__segment__code="missed-call")
     assert missed.exists() and {d.sla for d in missed} == {timedelta(hours=1)}
     # The brochure policy was tightened a week ago for new leads only.
@@ -88,13 +88,13 @@ def test_seed_configures_segments_teams_and_versioned_policies(db, now):
     ids=["tuesday afternoon", "monday early"],
 )
 def test_seed_shows_alerts_of_every_signal_escalated_and_triaged(db, now):
-    from followup_visibility import sweep
-    from followup_visibility.choices import AlertStatus, EscalationOutcome, Signal
+    from followup_visibility.alerting import sweep
+    from followup_visibility.choices import AlertSignal, AlertStatus, EscalationOutcome
     from followup_visibility.models import Alert, Escalation, Notification, Suppression
 
     seed(now, leads=80, seed_value=7)
 
-    assert set(Alert.objects.values_list("signal", flat=True)) == set(Signal.values)
+    assert set(Alert.objects.values_list("signal", flat=True)) == set(AlertSignal.values)
     statuses = set(Alert.objects.values_list("status", flat=True))
     assert {
         AlertStatus.OPEN,

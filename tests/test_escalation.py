@@ -13,13 +13,16 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 
 from example_project.crm.models import Lead
-from followup_visibility import alerts, escalation, suppression, sweep
+from followup_visibility.alerting import escalation, lifecycle, sweep
 from followup_visibility.choices import (
+    AlertSignal,
     EscalationOutcome,
     NotificationChannel,
     NotificationKind,
-    Signal,
 )
+from followup_visibility.config import escalation_policies, suppressions
+from followup_visibility.engine import escalation_levels
+from followup_visibility.ingest.crm import sync_objects
 from followup_visibility.models import (
     Alert,
     Calendar,
@@ -31,7 +34,6 @@ from followup_visibility.models import (
     Notification,
     Team,
 )
-from followup_visibility.sync import sync_objects
 from tests.conftest import postgres_only
 from tests.factories_sla import (
     change_host,
@@ -85,7 +87,7 @@ def _org(make_user: Callable[..., Any]) -> Org:
     Team.objects.filter(pk=company.pk).update(manager=vp)
     Team.objects.filter(pk=sales.pk).update(manager=boss)
     EscalationPolicy.objects.all().delete()
-    policy = escalation.create_policy(
+    policy = escalation_policies.create_policy(
         "Company default", [HOUR, 3 * HOUR], is_default=True, now=ARRIVAL
     )
     return Org(vp, boss, rep, company, sales, policy)
@@ -100,7 +102,7 @@ def raised(org: Org, *, team: str = "sales", owner: Any = None) -> Alert:
     """A lead owned by the rep, its first-response alert raised by the sweep at its due time."""
     lead = lead_at(ARRIVAL, owner=owner or org.rep, team=team)
     sweep.sweep(DUE, full=True)
-    return Alert.objects.get(opportunity=opportunity(lead), signal=Signal.NO_FIRST_RESPONSE)
+    return Alert.objects.get(opportunity=opportunity(lead), signal=AlertSignal.NO_FIRST_RESPONSE)
 
 
 def fresh(alert: Alert) -> Alert:
@@ -150,7 +152,7 @@ def test_levels_count_from_a_late_raise_not_from_the_old_due_time(org: Org) -> N
     lead = lead_at(ARRIVAL, owner=org.rep, team="sales")
     late = LEVEL_2 + 2 * HOUR  # Tuesday 14:00: past both levels, counted from the due time
     sweep.sweep(late, full=True)
-    alert = Alert.objects.get(opportunity=opportunity(lead), signal=Signal.NO_FIRST_RESPONSE)
+    alert = Alert.objects.get(opportunity=opportunity(lead), signal=AlertSignal.NO_FIRST_RESPONSE)
     assert (alert.due_at, alert.raised_at) == (DUE, late)
     assert escalation.escalate(late + HOUR - SECOND)["notified"] == 0
     assert fresh(alert).escalate_at == late + HOUR
@@ -164,7 +166,7 @@ def test_moving_or_deleting_a_policy_replans_the_alerts_it_governed(org: Org) ->
     escalation.plan(DUE)
     assert fresh(alert).escalate_at == LEVEL_1  # the company default: 1 business hour
     elsewhere = make_team("support")
-    policy = escalation.create_policy("Support", [2 * HOUR], team=elsewhere, now=DUE)
+    policy = escalation_policies.create_policy("Support", [2 * HOUR], team=elsewhere, now=DUE)
     assert fresh(alert).escalate_at == LEVEL_1  # not sales' policy: nothing to re-plan
 
     policy.team = org.sales  # as the admin's change form saves it
@@ -194,7 +196,7 @@ def test_moving_a_team_in_the_tree_replans_its_alerts(org: Org) -> None:
     alert = raised(org)
     escalation.plan(DUE)
     region = make_team("region")
-    escalation.create_policy("Region", [2 * HOUR], team=region, now=DUE)
+    escalation_policies.create_policy("Region", [2 * HOUR], team=region, now=DUE)
     assert fresh(alert).escalate_at == LEVEL_1
     org.sales.parent = region  # sales now inherits the region's policy
     org.sales.save()
@@ -227,7 +229,7 @@ def test_a_late_pass_fires_every_level_that_fell_due(org: Org) -> None:
 def test_acknowledging_stops_escalation(org: Org) -> None:
     alert = raised(org)
     escalation.escalate(DUE)
-    alerts.acknowledge(alert, by=org.rep, now=LEVEL_1 - HOUR)
+    lifecycle.acknowledge(alert, by=org.rep, now=LEVEL_1 - HOUR)
     assert escalation.escalate(LEVEL_2 + HOUR) == {
         "planned": 0,
         "notified": 0,
@@ -243,10 +245,10 @@ BACK = ny(3, 5, 9)
 
 def test_a_woken_snooze_counts_its_levels_from_waking(org: Org) -> None:
     alert = raised(org)
-    alerts.snooze(alert, reason="customer travelling", by=org.rep, now=DUE, until=BACK)
+    lifecycle.snooze(alert, reason="customer travelling", by=org.rep, now=DUE, until=BACK)
     # Both levels fall due while it sleeps, and nothing fires: only open alerts escalate.
     assert escalation.escalate(LEVEL_2 + HOUR)["notified"] == 0
-    assert alerts.wake_snoozed(BACK) == 1
+    assert lifecycle.wake_snoozed(BACK) == 1
     # Woken three days past due, it does not page both managers at once: its levels count
     # from waking, one and three business hours.
     assert escalation.escalate(BACK)["notified"] == 0
@@ -259,7 +261,7 @@ def test_a_woken_snooze_counts_its_levels_from_waking(org: Org) -> None:
 
 def test_a_released_suppression_counts_levels_from_the_release(org: Org) -> None:
     alert = raised(org)
-    suppression.create(
+    suppressions.create(
         comment="customer on holiday",
         by=org.boss,
         now=DUE,
@@ -278,16 +280,18 @@ def test_a_released_suppression_counts_levels_from_the_release(org: Org) -> None
 @pytest.mark.parametrize("aside", ["snooze", "suppression"])
 def test_an_acknowledged_alert_put_aside_comes_back_acknowledged(org: Org, aside: str) -> None:
     alert = raised(org)
-    alerts.acknowledge(alert, by=org.rep, now=DUE + HOUR)
+    lifecycle.acknowledge(alert, by=org.rep, now=DUE + HOUR)
     if aside == "snooze":
-        alerts.snooze(alert, reason="customer travelling", by=org.rep, now=DUE + HOUR, until=BACK)
-        assert alerts.wake_snoozed(BACK) == 1
+        lifecycle.snooze(
+            alert, reason="customer travelling", by=org.rep, now=DUE + HOUR, until=BACK
+        )
+        assert lifecycle.wake_snoozed(BACK) == 1
     else:
-        rule = suppression.create(
+        rule = suppressions.create(
             comment="trade fair", by=org.boss, now=DUE + HOUR, opportunity=alert.opportunity
         )
         assert fresh(alert).status == "suppressed"
-        suppression.end(rule, by=org.boss, now=BACK)
+        suppressions.end(rule, by=org.boss, now=BACK)
     alert = fresh(alert)
     # Someone still owns it: no manager is paged for it.
     assert (alert.status, alert.acknowledged_by) == ("acknowledged", org.rep)
@@ -297,7 +301,7 @@ def test_an_acknowledged_alert_put_aside_comes_back_acknowledged(org: Org, aside
 
 def test_a_reopened_episode_forgets_the_earlier_acknowledgement(org: Org) -> None:
     alert = raised(org)
-    alerts.acknowledge(alert, by=org.rep, now=DUE + HOUR)
+    lifecycle.acknowledge(alert, by=org.rep, now=DUE + HOUR)
     Alert.objects.filter(pk=alert.pk).update(status="resolved", resolution="auto")
     sweep.sweep(LEVEL_1, full=True)  # due again: a new raise nobody has acknowledged
     alert = fresh(alert)
@@ -322,7 +326,7 @@ def test_the_breach_is_rechecked_at_fire_time(org: Org) -> None:
     # Between planning and firing the deadline moved on to a new episode (a recompute whose
     # alert resolution has not run yet): the breach escalated no longer holds.
     Deadline.objects.filter(
-        opportunity_id=alert.opportunity_id, signal=Signal.NO_FIRST_RESPONSE
+        opportunity_id=alert.opportunity_id, signal=AlertSignal.NO_FIRST_RESPONSE
     ).update(event_at=ARRIVAL + HOUR)
     (step,) = escalation.fire(LEVEL_1)
     assert (step.level, step.outcome, step.recipient) == (1, EscalationOutcome.CLEARED, None)
@@ -407,7 +411,7 @@ def test_new_levels_replan_the_open_alerts_they_govern(org: Org) -> None:
     alert = raised(org)
     escalation.plan(DUE)
     assert fresh(alert).escalate_at == LEVEL_1
-    escalation.set_levels(org.policy, [2 * HOUR, 5 * HOUR], now=DUE + HOUR)
+    escalation_policies.set_levels(org.policy, [2 * HOUR, 5 * HOUR], now=DUE + HOUR)
     assert escalation.plan(DUE + HOUR) == 1
     assert fresh(alert).escalate_at == ny(3, 3, 11)
     assert org.policy.history.first().history_change_reason == "levels: 2:00:00, 5:00:00"
@@ -415,14 +419,16 @@ def test_new_levels_replan_the_open_alerts_they_govern(org: Org) -> None:
 
 def test_a_team_policy_governs_its_subtree(org: Org) -> None:
     east = make_team("east", parent=org.sales)
-    policies = escalation.Policies.load()
-    assert escalation.policy_for(east.pk, policies) == escalation.policy_for(None, policies)
-    team_policy = escalation.create_policy("Sales", [HOUR / 2], team=org.sales, now=DUE)
-    policies = escalation.Policies.load()
-    assert escalation.policy_for(east.pk, policies).pk == team_policy.pk
-    assert escalation.policy_for(org.sales.pk, policies).pk == team_policy.pk
-    assert escalation.policy_for(org.company.pk, policies).pk == org.policy.pk
-    assert escalation.policy_for(None, policies).pk == org.policy.pk
+    policies = escalation_levels.Policies.load()
+    assert escalation_levels.policy_for(east.pk, policies) == escalation_levels.policy_for(
+        None, policies
+    )
+    team_policy = escalation_policies.create_policy("Sales", [HOUR / 2], team=org.sales, now=DUE)
+    policies = escalation_levels.Policies.load()
+    assert escalation_levels.policy_for(east.pk, policies).pk == team_policy.pk
+    assert escalation_levels.policy_for(org.sales.pk, policies).pk == team_policy.pk
+    assert escalation_levels.policy_for(org.company.pk, policies).pk == org.policy.pk
+    assert escalation_levels.policy_for(None, policies).pk == org.policy.pk
     # Creating it re-planned the sales team's alerts: half an hour past due.
     alert = raised(org)
     escalation.plan(DUE)
@@ -445,14 +451,14 @@ def test_bad_levels_are_refused_and_nothing_changes(
     org: Org, levels: list[Any], message: str
 ) -> None:
     with pytest.raises(ValidationError) as err:
-        escalation.validate_levels(levels)
+        escalation_levels.validate_levels(levels)
     assert any(message in m for m in err.value.message_dict["levels"])
 
     before = list(EscalationLevel.objects.values_list("policy", "number", "after"))
     with pytest.raises(ValidationError):
-        escalation.set_levels(org.policy, levels, now=DUE)
+        escalation_policies.set_levels(org.policy, levels, now=DUE)
     with pytest.raises(ValidationError) as err:
-        escalation.create_policy("Sales", levels, team=org.sales, now=DUE)
+        escalation_policies.create_policy("Sales", levels, team=org.sales, now=DUE)
     assert "levels" in err.value.message_dict
     assert list(EscalationLevel.objects.values_list("policy", "number", "after")) == before
     assert EscalationPolicy.objects.count() == 1
@@ -460,17 +466,17 @@ def test_bad_levels_are_refused_and_nothing_changes(
 
 def test_a_policy_is_for_a_team_or_the_default(org: Org) -> None:
     with pytest.raises(ValidationError) as err:
-        escalation.create_policy("Second default", [HOUR], is_default=True, now=DUE)
+        escalation_policies.create_policy("Second default", [HOUR], is_default=True, now=DUE)
     assert "is_default" in err.value.message_dict
     with pytest.raises(ValidationError) as err:
-        escalation.create_policy("Nobody's", [HOUR], now=DUE)
+        escalation_policies.create_policy("Nobody's", [HOUR], now=DUE)
     assert "team" in err.value.message_dict
     with pytest.raises(ValidationError) as err:
-        escalation.create_policy(" ", [HOUR], team=org.sales, is_default=True, now=DUE)
+        escalation_policies.create_policy(" ", [HOUR], team=org.sales, is_default=True, now=DUE)
     assert set(err.value.message_dict) == {"name", "team", "is_default"}
-    escalation.create_policy("Sales", [HOUR], team=org.sales, now=DUE)
+    escalation_policies.create_policy("Sales", [HOUR], team=org.sales, now=DUE)
     with pytest.raises(ValidationError) as err:
-        escalation.create_policy("Sales again", [HOUR], team=org.sales, now=DUE)
+        escalation_policies.create_policy("Sales again", [HOUR], team=org.sales, now=DUE)
     assert "team" in err.value.message_dict
     assert EscalationPolicy.objects.count() == 2
 
@@ -516,7 +522,7 @@ def test_moving_to_another_team_plans_escalation_under_its_policy(org: Org) -> N
     escalation.plan(DUE)
     assert fresh(alert).escalate_at == LEVEL_1
     east = make_team("east")
-    escalation.create_policy("East", [HOUR / 2], team=east, now=DUE)
+    escalation_policies.create_policy("East", [HOUR / 2], team=east, now=DUE)
     lead = Lead.objects.get(pk=alert.opportunity.object_pk)
     change_host(lead, DUE + SECOND, team="east")
     moved = fresh(alert)
@@ -558,7 +564,7 @@ def test_a_cleared_step_does_not_block_the_level_later(org: Org) -> None:
     alert = raised(org)
     escalation.plan(DUE)
     deadline = Deadline.objects.filter(
-        opportunity_id=alert.opportunity_id, signal=Signal.NO_FIRST_RESPONSE
+        opportunity_id=alert.opportunity_id, signal=AlertSignal.NO_FIRST_RESPONSE
     )
     deadline.update(due_at=LEVEL_1 + HOUR)  # not due at fire time: the step is cleared
     (cleared,) = escalation.fire(LEVEL_1)

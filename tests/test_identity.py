@@ -9,16 +9,11 @@ from django.test import override_settings
 
 from example_project.crm.models import Lead
 from followup_visibility.choices import Channel, Direction, IdentityKind, Outcome, Status
-from followup_visibility.identity import (
-    detect_duplicates,
-    find_open_by_contact,
-    normalize,
-    normalize_email,
-    normalize_phone,
-)
+from followup_visibility.engine.identity import normalize, normalize_email, normalize_phone
+from followup_visibility.ingest.crm import sync_objects
+from followup_visibility.ingest.identities import detect_duplicates, find_open_by_contact
+from followup_visibility.ingest.touches import record_touch
 from followup_visibility.models import ContactIdentity, DuplicateMatch
-from followup_visibility.sync import sync_objects
-from followup_visibility.touches import record_touch
 from tests.conftest import tracked
 
 # --- normalization -------------------------------------------------------------------------

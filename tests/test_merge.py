@@ -9,11 +9,11 @@ from django.core.exceptions import ValidationError
 
 from example_project.crm.models import Lead
 from followup_visibility.choices import Channel, Direction, Outcome, Status
-from followup_visibility.merge import merge_opportunities
+from followup_visibility.ingest.crm import sync_objects
+from followup_visibility.ingest.merge import merge_opportunities
+from followup_visibility.ingest.touches import record_touch
 from followup_visibility.models import DuplicateMatch, Touch, TrackedOpportunity
 from followup_visibility.signals import opportunities_merged
-from followup_visibility.sync import sync_objects
-from followup_visibility.touches import record_touch
 from tests.conftest import tracked
 
 PHONE = "+12125550142"

@@ -14,8 +14,9 @@ from django.core import mail
 from django.db import connection, transaction
 from django.test import override_settings
 
-from followup_visibility import alerts, notifications, severity, sweep
-from followup_visibility.choices import NotificationChannel, NotificationKind, Severity, Signal
+from followup_visibility.alerting import lifecycle, notifications, outbox, sweep
+from followup_visibility.choices import AlertSignal, NotificationChannel, NotificationKind, Severity
+from followup_visibility.engine import severity
 from followup_visibility.models import Alert, Notification, Segment, TrackedOpportunity
 from tests.conftest import postgres_only
 from tests.factories_sla import install_defaults, lead_at, make_calendar, make_team, ny, opportunity
@@ -57,7 +58,7 @@ def alert_for(owner: Any, arrival: datetime = ARRIVAL) -> Alert:
     """A lead's first-response alert, raised by the sweep when it fell due."""
     lead = lead_at(arrival, owner=owner, team="sales")
     sweep.sweep(arrival + HOUR, full=True)
-    return Alert.objects.get(opportunity=opportunity(lead), signal=Signal.NO_FIRST_RESPONSE)
+    return Alert.objects.get(opportunity=opportunity(lead), signal=AlertSignal.NO_FIRST_RESPONSE)
 
 
 def notes_of(alert: Alert) -> list[tuple[str, str]]:
@@ -138,9 +139,9 @@ def test_without_email_only_the_inbox_is_written(setup: Setup) -> None:
 
 def test_only_open_owned_alerts_notify(setup: Setup) -> None:
     acknowledged = alert_for(setup.rep)
-    alerts.acknowledge(acknowledged, by=setup.rep, now=DUE)
+    lifecycle.acknowledge(acknowledged, by=setup.rep, now=DUE)
     unowned = alert_for(None)
-    assert unowned.signal == Signal.NO_FIRST_RESPONSE
+    assert unowned.signal == AlertSignal.NO_FIRST_RESPONSE
     assert notifications.notify_alerts(CRITICAL_AT) == 0
     assert not Notification.objects.exists()
 
@@ -217,7 +218,7 @@ def test_a_recipient_without_an_address_keeps_the_inbox_only(
     assert inbox.read_at is None and notifications.NO_ADDRESS_NOTE not in inbox.body
 
 
-def test_a_failed_email_stays_pending_and_others_go_out(
+def test_a_failed_email_is_tried_again_and_others_go_out(
     setup: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     broken = setup.make_user("broken", email="broken@example.com")
@@ -232,12 +233,17 @@ def test_a_failed_email_stays_pending_and_others_go_out(
         return original(message, fail_silently)
 
     monkeypatch.setattr(mail.EmailMessage, "send", send)
-    assert notifications.deliver(HIGH_AT) == 1
-    pending = Notification.objects.filter(channel="email", sent_at__isnull=True)
-    assert list(pending.values_list("recipient", flat=True)) == [broken.pk]
+    assert notifications.deliver(HIGH_AT) == 2
+    assert [m.to for m in mail.outbox] == [[setup.rep.email]]
+    # The failed digest waits in the outbox with its error, for the next pass.
+    waiting = outbox.pending([notifications.EMAIL])
+    assert [m.payload["to"] for m in waiting] == ["broken@example.com"]
+    assert "connection refused" in waiting.get().last_error
     monkeypatch.undo()
-    assert notifications.deliver(HIGH_AT + HOUR) == 1
-    assert not pending.exists()
+    assert notifications.deliver(HIGH_AT + HOUR) == 0  # nothing new to compose; sent again
+    assert not outbox.pending([notifications.EMAIL]).exists()
+    assert [m.to for m in mail.outbox] == [[setup.rep.email], ["broken@example.com"]]
+    assert not Notification.objects.filter(channel="email", sent_at__isnull=True).exists()
 
 
 def test_mark_read_touches_only_the_users_own_inbox(setup: Setup) -> None:
@@ -267,7 +273,7 @@ def test_an_email_held_overnight_is_dropped_if_the_alert_closes_meanwhile(
 ) -> None:
     alert = alert_for(setup.rep, ny(3, 2, 16))
     notifications.notify_alerts(ny(3, 2, 18))
-    alerts.resolve(alert, evidence="Called from my mobile", by=setup.rep, now=ny(3, 2, 19))
+    lifecycle.resolve(alert, evidence="Called from my mobile", by=setup.rep, now=ny(3, 2, 19))
     assert notifications.deliver(ny(3, 3, 9)) == 0
     assert mailoutbox == []
     email = Notification.objects.get(alert=alert, channel=NotificationChannel.EMAIL)

@@ -10,10 +10,14 @@ from django.db import IntegrityError, transaction
 
 from example_project.crm.models import Lead
 from followup_visibility.choices import AcceptedVia
+from followup_visibility.ingest.crm import sync_objects
+from followup_visibility.ingest.handoffs import (
+    accept_handoff,
+    pending_handoff,
+    record_owner_changes,
+)
 from followup_visibility.models import Handoff, TrackedOpportunity
-from followup_visibility.ownership import accept_handoff, pending_handoff, record_owner_changes
 from followup_visibility.signals import handoff_accepted
-from followup_visibility.sync import sync_objects
 from tests.conftest import tracked
 
 

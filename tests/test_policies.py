@@ -7,11 +7,13 @@ from datetime import timedelta
 import pytest
 from django.core.exceptions import ValidationError
 
-from followup_visibility import calendars, policies
-from followup_visibility.choices import Signal
+from followup_visibility.choices import AlertSignal
+from followup_visibility.config import policies
+from followup_visibility.config.policies import create_policy, publish_version
+from followup_visibility.engine import calendars, sla
+from followup_visibility.engine.sla import PolicyBook
 from followup_visibility.models import SegmentRule, SlaPolicy, SlaPolicyVersion
 from followup_visibility.models.policy import DURATION_FIELDS
-from followup_visibility.policies import PolicyBook, create_policy, publish_version
 from tests.factories_sla import (
     DURATIONS,
     deadlines_of,
@@ -23,7 +25,7 @@ from tests.factories_sla import (
     ny,
 )
 
-S = Signal
+S = AlertSignal
 H = timedelta(hours=1)
 M = timedelta(minutes=1)
 
@@ -198,7 +200,7 @@ def test_version_for_new_opportunities_applies_from_its_effective_time(defaults,
         apply_to_open=False,
     )
     expected = {"v1": defaults.version, "v2": v2}[version]
-    picked = PolicyBook.load().version_for(policies.DEFAULT_SCOPE, arrived)
+    picked = PolicyBook.load().version_for(sla.DEFAULT_SCOPE, arrived)
     assert picked is not None and picked.id == expected.pk
 
 
@@ -207,9 +209,9 @@ def test_version_for_open_ones_applies_to_every_arrival(defaults):
     v3 = publish_version(defaults.policy, dict(DURATIONS), now=ny(3, 11, 10), apply_to_open=True)
     v4 = publish_version(defaults.policy, dict(DURATIONS), now=ny(3, 12, 10), apply_to_open=False)
     book = PolicyBook.load()
-    assert book.version_for(policies.DEFAULT_SCOPE, ny(3, 1, 9)).id == v3.pk
-    assert book.version_for(policies.DEFAULT_SCOPE, ny(3, 12, 10)).id == v4.pk
-    assert [v.number for v in book.scopes[policies.DEFAULT_SCOPE]] == [1, 2, 3, 4]
+    assert book.version_for(sla.DEFAULT_SCOPE, ny(3, 1, 9)).id == v3.pk
+    assert book.version_for(sla.DEFAULT_SCOPE, ny(3, 12, 10)).id == v4.pk
+    assert [v.number for v in book.scopes[sla.DEFAULT_SCOPE]] == [1, 2, 3, 4]
 
 
 def test_scope_version_for_new_only_does_not_reach_older_opportunities(org):

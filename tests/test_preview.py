@@ -7,11 +7,11 @@ from datetime import timedelta
 import pytest
 from django.core.exceptions import ValidationError
 
-from followup_visibility import calendars
-from followup_visibility.choices import Channel, Direction, Outcome, Signal
+from followup_visibility.choices import AlertSignal, Channel, Direction, Outcome
+from followup_visibility.config.preview import what_if
+from followup_visibility.engine import calendars
+from followup_visibility.ingest.touches import record_touch
 from followup_visibility.models import Deadline, SegmentRule, SlaPolicy, SlaPolicyVersion
-from followup_visibility.preview import what_if
-from followup_visibility.touches import record_touch
 from tests.factories_sla import (
     DURATIONS,
     install_defaults,
@@ -22,7 +22,7 @@ from tests.factories_sla import (
     ny,
 )
 
-S = Signal
+S = AlertSignal
 H = timedelta(hours=1)
 NOW = ny(3, 10, 11)  # Tuesday 11:00 New York
 

@@ -8,12 +8,14 @@ import pytest
 from django.test import override_settings
 
 from example_project.crm.models import Lead
-from followup_visibility import calendars, recompute, tasks
-from followup_visibility.choices import Channel, Direction, Outcome, Signal
+from followup_visibility.alerting import outbox
+from followup_visibility.choices import AlertSignal, Channel, Direction, Outcome
+from followup_visibility.config import recompute
+from followup_visibility.config.policies import publish_version
+from followup_visibility.config.recompute import Scope, plan, recompute_all, recompute_range
+from followup_visibility.engine import calendars
+from followup_visibility.ingest.touches import record_touch
 from followup_visibility.models import ClosedDate, Deadline, SegmentRule, TrackedOpportunity
-from followup_visibility.policies import publish_version
-from followup_visibility.recompute import Scope, plan, recompute_all, recompute_range
-from followup_visibility.touches import record_touch
 from tests.factories_sla import (
     DURATIONS,
     deadlines_of,
@@ -27,7 +29,7 @@ from tests.factories_sla import (
     snapshot,
 )
 
-S = Signal
+S = AlertSignal
 H = timedelta(hours=1)
 
 
@@ -156,22 +158,23 @@ def test_plan_of_nothing_is_empty(many):
 
 
 @override_settings(FOLLOWUP_VISIBILITY_RECOMPUTE_CHUNK_SIZE=2)
-def test_plan_task_enqueues_one_task_per_chunk(many, monkeypatch):
+def test_a_plan_in_the_outbox_becomes_one_range_message_per_chunk(many):
+    outbox.drain()  # what setting up the fixtures planned (on the wall clock)
     Deadline.objects.all().delete()
-    enqueued = []
-    real = tasks.recompute_deadlines
-
-    def delay(first, last, **kwargs):
-        enqueued.append((first, last))
-        return real(first, last, **kwargs)
-
-    monkeypatch.setattr(tasks.recompute_deadlines, "delay", delay)
-    assert tasks.plan_recompute(**Scope(reason="test").as_kwargs()) == 4
-    assert len(enqueued) == 4
-    assert sorted(covered(enqueued)) == sorted(o.pk for o in many if o.is_open)
+    recompute.schedule(Scope(reason="test"), now=ny(3, 10, 10))
+    # Planned again before it is drained: the pending plan absorbs the repeat.
+    recompute.schedule(Scope(reason="again"), now=ny(3, 10, 10))
+    assert outbox.pending([recompute.PLAN]).count() == 1
+    assert outbox.drain(clock=lambda: ny(3, 10, 10), kinds=[recompute.PLAN]).done == 1
+    ranges = [(m.payload["first"], m.payload["last"]) for m in outbox.pending([recompute.RANGE])]
+    assert len(ranges) == 4
+    assert sorted(covered(ranges)) == sorted(o.pk for o in many if o.is_open)
+    assert Deadline.objects.count() == 0  # nothing happens before the ranges are drained
+    assert outbox.drain(clock=lambda: ny(3, 10, 10)).done == 4
     # Every open one got its deadlines back; the closed ones none.
     with_deadlines = set(Deadline.objects.values_list("opportunity_id", flat=True))
     assert with_deadlines == {o.pk for o in many if o.is_open}
+    assert not outbox.pending().exists()
 
 
 def test_recompute_all_in_chunks_matches_one_pass(many):
@@ -189,7 +192,7 @@ def test_reassign_scope_reruns_assignment(many):
     segment = make_segment("brochure")
     SegmentRule.objects.create(segment=segment, hint_field="source", hint_value="web_form")
     result = recompute_all(Scope(reassign=True), ny(3, 10, 10), chunk_size=3)
-    assert result.reassigned == 7
+    assert result.totals.routed == 7
     assert set(TrackedOpportunity.objects.open().values_list("segment", flat=True)) == {segment.pk}
     # Closed ones are left as they were.
     assert set(
@@ -211,7 +214,8 @@ def test_calendar_task_for_an_outdated_version_is_skipped(defaults):
 
     outdated = Scope(calendar=(defaults.calendar.pk, planned_for))
     assert outdated.is_outdated()
-    assert tasks.plan_recompute(**outdated.as_kwargs()) == 0
+    recompute.drain_plan(outdated.as_kwargs(), ny(3, 9, 17))
+    assert not outbox.pending([recompute.RANGE]).exists()
     result = recompute_range(pk, pk, outdated, ny(3, 9, 17))
     assert result.skipped and result.opportunities == 0
     assert snapshot(lead) == before

@@ -9,9 +9,9 @@ import pytest
 from django.test import override_settings
 
 from followup_visibility.choices import Channel, Direction, Outcome
+from followup_visibility.engine.touch_rules import TouchDraft, Verdict, classify
+from followup_visibility.ingest.touches import record_touch
 from followup_visibility.models import Touch
-from followup_visibility.rules import TouchDraft, Verdict, classify
-from followup_visibility.touches import record_touch
 from tests.conftest import tracked
 
 EMAIL_IN = {"channel": Channel.EMAIL, "direction": Direction.INBOUND, "outcome": Outcome.RECEIVED}
@@ -245,7 +245,7 @@ def test_without_an_objecting_rule_every_touch_is_customer_facing(rules):
 
 
 def test_custom_rule_reads_source_and_summary():
-    rules = ["tests.test_rules.vip_summary", "followup_visibility.rules.internal_note"]
+    rules = ["tests.test_rules.vip_summary", "followup_visibility.engine.touch_rules.internal_note"]
     note = {"channel": Channel.NOTE, "direction": Direction.INTERNAL, "outcome": ""}
     draft = TouchDraft(**note, source="concierge", summary="VIP called the desk")
     with override_settings(FOLLOWUP_VISIBILITY_TOUCH_RULES=rules):

@@ -12,8 +12,8 @@ from django.contrib.contenttypes.models import ContentType
 from django.test import override_settings
 
 from example_project.crm.models import Lead
-from followup_visibility import severity
-from followup_visibility.choices import AlertStatus, Severity, Signal
+from followup_visibility.choices import AlertSignal, AlertStatus, Severity
+from followup_visibility.engine import severity
 from followup_visibility.models import Alert, Segment, TrackedOpportunity
 
 HOUR = timedelta(hours=1)
@@ -122,7 +122,7 @@ def grid(db: Any) -> list[tuple[Alert, Decimal | None]]:
         )
         alert = Alert.objects.create(
             opportunity=opp,
-            signal=Signal.NO_FIRST_RESPONSE,
+            signal=AlertSignal.NO_FIRST_RESPONSE,
             episode_at=DUE - 100 * HOUR,
             due_at=DUE,
             clock_start=clock_start,

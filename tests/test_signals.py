@@ -15,21 +15,22 @@ from typing import Any
 import pytest
 
 from example_project.crm.models import Lead
-from followup_visibility import alerts, calendars, sweep
+from followup_visibility.alerting import lifecycle, sweep
 from followup_visibility.choices import (
+    AlertSignal,
     AlertStatus,
     Channel,
     Direction,
     Outcome,
     Resolution,
-    Signal,
 )
-from followup_visibility.merge import merge_opportunities
+from followup_visibility.engine import calendars
+from followup_visibility.ingest.crm import sync_objects
+from followup_visibility.ingest.handoffs import accept_handoff
+from followup_visibility.ingest.merge import merge_opportunities
+from followup_visibility.ingest.next_actions import complete_next_action, schedule_next_action
+from followup_visibility.ingest.touches import record_touch
 from followup_visibility.models import Alert, Touch, WorkingWindow
-from followup_visibility.next_actions import complete_next_action, schedule_next_action
-from followup_visibility.ownership import accept_handoff
-from followup_visibility.sync import sync_objects
-from followup_visibility.touches import record_touch
 from tests.factories_sla import Defaults, change_host, deadlines_of, install_defaults, opportunity
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday
@@ -218,18 +219,18 @@ def stage_stalled(users: Users) -> Situation:
 
 
 SITUATIONS: dict[str, Callable[[Users], Situation]] = {
-    Signal.NO_FIRST_RESPONSE: no_first_response,
-    Signal.NEVER_CONTACTED: never_contacted,
-    Signal.CUSTOMER_WAITING: customer_waiting,
-    Signal.CALL_RETRY_DUE: call_retry_due,
-    Signal.NEXT_ACTION_OVERDUE: next_action_overdue,
-    Signal.NO_NEXT_ACTION: no_next_action,
-    Signal.STALE: stale,
-    Signal.NO_OWNER: no_owner,
-    Signal.OWNER_UNCONFIRMED: owner_unconfirmed,
-    Signal.CONFLICTING_OWNERS: conflicting_owners,
-    Signal.DUPLICATE: duplicate,
-    Signal.STAGE_STALLED: stage_stalled,
+    AlertSignal.NO_FIRST_RESPONSE: no_first_response,
+    AlertSignal.NEVER_CONTACTED: never_contacted,
+    AlertSignal.CUSTOMER_WAITING: customer_waiting,
+    AlertSignal.CALL_RETRY_DUE: call_retry_due,
+    AlertSignal.NEXT_ACTION_OVERDUE: next_action_overdue,
+    AlertSignal.NO_NEXT_ACTION: no_next_action,
+    AlertSignal.STALE: stale,
+    AlertSignal.NO_OWNER: no_owner,
+    AlertSignal.OWNER_UNCONFIRMED: owner_unconfirmed,
+    AlertSignal.CONFLICTING_OWNERS: conflicting_owners,
+    AlertSignal.DUPLICATE: duplicate,
+    AlertSignal.STAGE_STALLED: stage_stalled,
 }
 
 
@@ -245,7 +246,7 @@ def raised(situation: Situation, signal: str) -> Alert:
 
 
 def test_every_signal_has_a_situation() -> None:
-    assert set(SITUATIONS) == set(Signal.values)
+    assert set(SITUATIONS) == set(AlertSignal.values)
 
 
 @pytest.mark.parametrize("signal", list(SITUATIONS))
@@ -269,15 +270,15 @@ def test_each_signal_fires_at_its_deadline_and_not_a_second_before(
 
 Record = Callable[..., Touch]
 TOUCH_RESETS: list[tuple[str, Record, list[Record]]] = [
-    (Signal.NO_FIRST_RESPONSE, call, [auto_reply_out, note, bounced, unanswered_call]),
+    (AlertSignal.NO_FIRST_RESPONSE, call, [auto_reply_out, note, bounced, unanswered_call]),
     # Any attempt counts as contact, answered or not: only automated sends do not.
-    (Signal.NEVER_CONTACTED, unanswered_call, [auto_reply_out, template, note]),
-    (Signal.CUSTOMER_WAITING, email_out, [auto_reply_out, note, bounced, unanswered_call]),
-    (Signal.CALL_RETRY_DUE, call, [note, auto_reply_out, bounced]),
+    (AlertSignal.NEVER_CONTACTED, unanswered_call, [auto_reply_out, template, note]),
+    (AlertSignal.CUSTOMER_WAITING, email_out, [auto_reply_out, note, bounced, unanswered_call]),
+    (AlertSignal.CALL_RETRY_DUE, call, [note, auto_reply_out, bounced]),
     # The clock measures time since the last sign of work: any touch that is not internal.
-    (Signal.NO_NEXT_ACTION, unanswered_call, [note]),
+    (AlertSignal.NO_NEXT_ACTION, unanswered_call, [note]),
     # Meaningful in either direction: the customer writing back is contact too.
-    (Signal.STALE, email_in, [auto_reply_in, note, bounced, unanswered_call]),
+    (AlertSignal.STALE, email_in, [auto_reply_in, note, bounced, unanswered_call]),
 ]
 
 
@@ -308,7 +309,7 @@ def test_the_right_touch_resolves_the_alert_and_others_do_not(
 
 def test_the_new_owner_accepts_by_touch_and_nobody_else_does(users: Users) -> None:
     situation = owner_unconfirmed(users)
-    alert = raised(situation, Signal.OWNER_UNCONFIRMED)
+    alert = raised(situation, AlertSignal.OWNER_UNCONFIRMED)
     lead, at = situation.lead, situation.due
     auto_reply_out(lead, at + MINUTE, actor=users.rep)
     note(lead, at + 2 * MINUTE, actor=users.rep)
@@ -327,7 +328,7 @@ def test_the_new_owner_accepts_by_touch_and_nobody_else_does(users: Users) -> No
 
 def test_completing_the_next_action_resolves_it_and_a_touch_does_not(users: Users) -> None:
     situation = next_action_overdue(users)
-    alert = raised(situation, Signal.NEXT_ACTION_OVERDUE)
+    alert = raised(situation, AlertSignal.NEXT_ACTION_OVERDUE)
     call(situation.lead, situation.due + MINUTE, actor=users.rep)
     alert.refresh_from_db()
     assert alert.status == AlertStatus.OPEN
@@ -340,17 +341,17 @@ def test_completing_the_next_action_resolves_it_and_a_touch_does_not(users: User
 
 def test_scheduling_a_next_action_resolves_no_next_action(users: Users) -> None:
     situation = no_next_action(users)
-    alert = raised(situation, Signal.NO_NEXT_ACTION)
+    alert = raised(situation, AlertSignal.NO_NEXT_ACTION)
     now = situation.due + MINUTE
     schedule_next_action(opportunity(situation.lead), now + HOUR, now=now)
     alert.refresh_from_db()
     assert (alert.status, alert.resolution_note) == (AlertStatus.RESOLVED, "next action scheduled")
-    assert Signal.NO_NEXT_ACTION not in deadlines_of(situation.lead)
+    assert AlertSignal.NO_NEXT_ACTION not in deadlines_of(situation.lead)
 
 
 def test_an_owner_set_in_the_crm_resolves_no_owner_and_a_touch_does_not(users: Users) -> None:
     situation = no_owner(users)
-    alert = raised(situation, Signal.NO_OWNER)
+    alert = raised(situation, AlertSignal.NO_OWNER)
     call(situation.lead, situation.due + MINUTE, actor=users.rep)
     alert.refresh_from_db()
     assert alert.status == AlertStatus.OPEN
@@ -362,28 +363,30 @@ def test_an_owner_set_in_the_crm_resolves_no_owner_and_a_touch_does_not(users: U
 
 def test_an_owner_cleared_again_is_a_new_no_owner_episode(users: Users) -> None:
     situation = no_owner(users)
-    first = raised(situation, Signal.NO_OWNER)
-    alerts.dismiss(first, reason="Assigning it tomorrow", by=users.rep, now=situation.due)
+    first = raised(situation, AlertSignal.NO_OWNER)
+    lifecycle.dismiss(first, reason="Assigning it tomorrow", by=users.rep, now=situation.due)
     change_host(situation.lead, situation.due + HOUR, owner=users.rep)
     # A month later the CRM clears the owner again: a new episode, which the dismissal of
     # the first does not cover.
     removed = situation.due + 30 * 24 * HOUR
     change_host(situation.lead, removed, owner=None)
-    following = deadlines_of(situation.lead)[Signal.NO_OWNER]
+    following = deadlines_of(situation.lead)[AlertSignal.NO_OWNER]
     assert following.event_at == removed and following.due_at > removed
     sweep.sweep(following.due_at - timedelta(seconds=1), full=True)
-    assert alerts_of(situation.lead, Signal.NO_OWNER) == [first]
+    assert alerts_of(situation.lead, AlertSignal.NO_OWNER) == [first]
     sweep.sweep(following.due_at, full=True)
     first.refresh_from_db()
     again = Alert.objects.get(
-        opportunity=opportunity(situation.lead), signal=Signal.NO_OWNER, status=AlertStatus.OPEN
+        opportunity=opportunity(situation.lead),
+        signal=AlertSignal.NO_OWNER,
+        status=AlertStatus.OPEN,
     )
     assert (first.status, again.episode_at) == (AlertStatus.DISMISSED, removed)
 
 
 def test_a_stage_change_ends_the_stage_episode_and_starts_the_next(users: Users) -> None:
     situation = stage_stalled(users)
-    alert = raised(situation, Signal.STAGE_STALLED)
+    alert = raised(situation, AlertSignal.STAGE_STALLED)
     call(situation.lead, situation.due + MINUTE, actor=users.rep)
     alert.refresh_from_db()
     assert alert.status == AlertStatus.OPEN
@@ -392,7 +395,7 @@ def test_a_stage_change_ends_the_stage_episode_and_starts_the_next(users: Users)
     change_host(situation.lead, moved, status=Lead.Status.WORKING)
     alert.refresh_from_db()
     assert (alert.status, alert.resolution_note) == (AlertStatus.RESOLVED, "changed in the CRM")
-    following = deadlines_of(situation.lead)[Signal.STAGE_STALLED]
+    following = deadlines_of(situation.lead)[AlertSignal.STAGE_STALLED]
     assert (following.event_at, following.due_at) == (moved, moved + 9 * HOUR)
 
 
@@ -401,8 +404,8 @@ def test_a_stage_change_ends_the_stage_episode_and_starts_the_next(users: Users)
 
 def test_detection_deadlines_are_due_when_found(users: Users, company: Defaults) -> None:
     for build, signal in (
-        (duplicate, Signal.DUPLICATE),
-        (conflicting_owners, Signal.CONFLICTING_OWNERS),
+        (duplicate, AlertSignal.DUPLICATE),
+        (conflicting_owners, AlertSignal.CONFLICTING_OWNERS),
     ):
         situation = build(users)
         row = deadlines_of(situation.lead)[signal]
@@ -417,7 +420,7 @@ def test_both_sides_of_a_duplicate_alert_and_a_third_keeps_the_episode(users: Us
     new_lead(users.rep, at=T0 + 2 * HOUR, email=EMAIL)
     sweep.sweep(T0 + 3 * HOUR)
     for lead, episode in ((situation.lead, T0 + HOUR), (second, T0 + HOUR)):
-        (alert,) = alerts_of(lead, Signal.DUPLICATE)
+        (alert,) = alerts_of(lead, AlertSignal.DUPLICATE)
         assert alert.episode_at == episode
 
 
@@ -447,36 +450,38 @@ def test_a_duplicate_alert_resolves_on_merge_close_or_clear(
 ) -> None:
     situation = duplicate(users)
     second = Lead.objects.get(email=EMAIL.upper())
-    alert = raised(situation, Signal.DUPLICATE)
+    alert = raised(situation, AlertSignal.DUPLICATE)
     change(situation.lead, second, situation.due + HOUR)
     alert.refresh_from_db()
     assert (alert.status, alert.resolution) == (AlertStatus.RESOLVED, Resolution.AUTO)
     assert alert.resolution_note == note
-    assert Signal.DUPLICATE not in deadlines_of(situation.lead)
+    assert AlertSignal.DUPLICATE not in deadlines_of(situation.lead)
 
 
 def test_conflicting_owners_clears_when_the_new_owner_accepts(users: Users) -> None:
     situation = conflicting_owners(users)
-    alert = raised(situation, Signal.CONFLICTING_OWNERS)
+    alert = raised(situation, AlertSignal.CONFLICTING_OWNERS)
     # The previous owner keeps working it: the episode stays the first sighting.
     call(situation.lead, situation.due + MINUTE, actor=users.rep)
-    assert deadlines_of(situation.lead)[Signal.CONFLICTING_OWNERS].event_at == situation.episode
+    assert (
+        deadlines_of(situation.lead)[AlertSignal.CONFLICTING_OWNERS].event_at == situation.episode
+    )
 
     accept_handoff(opportunity(situation.lead), users.other, situation.due + 2 * MINUTE)
     alert.refresh_from_db()
     assert (alert.status, alert.resolution_note) == (AlertStatus.RESOLVED, "handoff accepted")
-    assert Signal.CONFLICTING_OWNERS not in deadlines_of(situation.lead)
+    assert AlertSignal.CONFLICTING_OWNERS not in deadlines_of(situation.lead)
 
 
 def test_conflicting_owners_clears_when_the_handoff_is_superseded(
     users: Users, make_user: Callable[..., Any]
 ) -> None:
     situation = conflicting_owners(users)
-    alert = raised(situation, Signal.CONFLICTING_OWNERS)
+    alert = raised(situation, AlertSignal.CONFLICTING_OWNERS)
     change_host(situation.lead, situation.due + MINUTE, owner=make_user("third"))
     alert.refresh_from_db()
     assert (alert.status, alert.resolution_note) == (AlertStatus.RESOLVED, "changed in the CRM")
-    assert Signal.CONFLICTING_OWNERS not in deadlines_of(situation.lead)
+    assert AlertSignal.CONFLICTING_OWNERS not in deadlines_of(situation.lead)
 
 
 def _never_accepted(users: Users) -> Lead:
@@ -523,6 +528,6 @@ def test_no_conflict_without_an_accepted_owner_still_working_it(
     build: Callable[[Users], Lead], users: Users
 ) -> None:
     lead = build(users)
-    assert Signal.CONFLICTING_OWNERS not in deadlines_of(lead)
+    assert AlertSignal.CONFLICTING_OWNERS not in deadlines_of(lead)
     sweep.sweep(T0 + 10 * HOUR)
-    assert alerts_of(lead, Signal.CONFLICTING_OWNERS) == []
+    assert alerts_of(lead, AlertSignal.CONFLICTING_OWNERS) == []

@@ -10,10 +10,10 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from example_project.crm.models import Lead
-from followup_visibility import alerts, sweep
-from followup_visibility.choices import AlertStatus, Resolution, Signal, SnoozeCondition
+from followup_visibility.alerting import lifecycle, sweep
+from followup_visibility.choices import AlertSignal, AlertStatus, Resolution, SnoozeCondition
+from followup_visibility.ingest.touches import record_touch
 from followup_visibility.models import Alert, Touch
-from followup_visibility.touches import record_touch
 from tests.factories_sla import change_host
 from tests.test_sweep import HOUR, T0, install_clock, new_leads
 
@@ -35,7 +35,7 @@ def lead(db: Any, user: Any) -> Lead:
 @pytest.fixture
 def alert(lead: Lead) -> Alert:
     sweep.sweep(RAISED)
-    return Alert.objects.get(signal=Signal.NO_FIRST_RESPONSE)
+    return Alert.objects.get(signal=AlertSignal.NO_FIRST_RESPONSE)
 
 
 def inbound(lead: Lead, at: datetime, **extra: Any) -> None:
@@ -60,7 +60,7 @@ def test_a_snooze_until_a_time_returns_at_the_time_and_not_a_second_before(
     # Escalation was planned before the snooze; waking plans it again from scratch.
     Alert.objects.filter(pk=alert.pk).update(escalation_planned=True, escalate_at=T0 + 9 * HOUR)
     until = T0 + 8 * HOUR
-    snoozed = alerts.snooze(
+    snoozed = lifecycle.snooze(
         alert, reason="Customer at a trade fair", by=user, now=RAISED, until=until
     )
     assert snoozed.status == AlertStatus.SNOOZED
@@ -84,7 +84,7 @@ def test_a_snooze_until_a_time_returns_at_the_time_and_not_a_second_before(
     run = sweep.sweep(until)
     assert run.woken == 1
     # The same episode comes back; no new alert is raised for it.
-    woken = Alert.objects.get(signal=Signal.NO_FIRST_RESPONSE)
+    woken = Alert.objects.get(signal=AlertSignal.NO_FIRST_RESPONSE)
     assert woken.pk == alert.pk and woken.episode_at == alert.episode_at
     assert woken.status == AlertStatus.OPEN
     assert (woken.snoozed_at, woken.snoozed_until, woken.snooze_reason) == (None, None, "")
@@ -99,7 +99,7 @@ def test_a_snooze_until_a_time_returns_at_the_time_and_not_a_second_before(
 
 def test_until_the_customer_replies(alert: Alert, lead: Lead, user: Any) -> None:
     inbound(lead, RAISED - HOUR / 2)  # before the snooze: not the reply it waits for
-    alerts.snooze(
+    lifecycle.snooze(
         alert,
         reason="Sent the quote, waiting",
         by=user,
@@ -117,26 +117,26 @@ def test_until_the_customer_replies(alert: Alert, lead: Lead, user: Any) -> None
     )
     alert.refresh_from_db()
     assert alert.status == AlertStatus.SNOOZED
-    assert alerts.wake_snoozed(RAISED + HOUR) == 0
+    assert lifecycle.wake_snoozed(RAISED + HOUR) == 0
 
     # The reply wakes the alert as it is recorded, not at the next sweep.
     inbound(lead, RAISED + 2 * HOUR)
     alert.refresh_from_db()
     assert alert.status == AlertStatus.OPEN
     assert latest_reason(alert) == "woke: customer replied"
-    assert alerts.wake_snoozed(RAISED + 3 * HOUR) == 0  # nothing left to wake
+    assert lifecycle.wake_snoozed(RAISED + 3 * HOUR) == 0  # nothing left to wake
     assert sweep.sweep(RAISED + 3 * HOUR).woken == 0
 
 
 def test_until_the_stage_changes(alert: Alert, lead: Lead, user: Any) -> None:
-    alerts.snooze(
+    lifecycle.snooze(
         alert,
         reason="Qualifying first",
         by=user,
         now=RAISED,
         condition=SnoozeCondition.STAGE_CHANGES,
     )
-    assert alerts.wake_snoozed(RAISED + HOUR) == 0
+    assert lifecycle.wake_snoozed(RAISED + HOUR) == 0
     change_host(lead, RAISED + HOUR, status=Lead.Status.WORKING)
     # The stage is no condition of this signal, so the change does not resolve the alert:
     # it wakes it, as the change is synced.
@@ -149,7 +149,7 @@ def test_until_the_stage_changes(alert: Alert, lead: Lead, user: Any) -> None:
 def test_a_met_condition_the_news_did_not_deliver_wakes_at_the_full_pass(
     alert: Alert, lead: Lead, user: Any
 ) -> None:
-    alerts.snooze(
+    lifecycle.snooze(
         alert,
         reason="Sent the quote, waiting",
         by=user,
@@ -186,19 +186,19 @@ def test_a_condition_snooze_ends_at_its_limit(
     alert: Alert, user: Any, settings: Any, condition: str
 ) -> None:
     settings.FOLLOWUP_VISIBILITY_SNOOZE_MAX = timedelta(days=2)
-    alerts.snooze(alert, reason="Later", by=user, now=RAISED, condition=condition)
+    lifecycle.snooze(alert, reason="Later", by=user, now=RAISED, condition=condition)
     limit = RAISED + timedelta(days=2)
     alert.refresh_from_db()
     assert alert.snoozed_until == limit
-    assert alerts.wake_snoozed(limit - SECOND) == 0
-    assert alerts.wake_snoozed(limit) == 1
+    assert lifecycle.wake_snoozed(limit - SECOND) == 0
+    assert lifecycle.wake_snoozed(limit) == 1
     alert.refresh_from_db()
     assert alert.status == AlertStatus.OPEN
     assert latest_reason(alert) == "woke: time passed"
 
 
 def test_a_condition_snooze_may_end_earlier_than_the_limit(alert: Alert, user: Any) -> None:
-    alerts.snooze(
+    lifecycle.snooze(
         alert,
         reason="Call after lunch at the latest",
         by=user,
@@ -206,7 +206,7 @@ def test_a_condition_snooze_may_end_earlier_than_the_limit(alert: Alert, user: A
         until=RAISED + 2 * HOUR,
         condition=SnoozeCondition.CUSTOMER_REPLIES,
     )
-    assert alerts.wake_snoozed(RAISED + 2 * HOUR) == 1
+    assert lifecycle.wake_snoozed(RAISED + 2 * HOUR) == 1
 
 
 @pytest.mark.parametrize(
@@ -234,7 +234,7 @@ def test_bad_snooze_input_changes_nothing(
 ) -> None:
     before = alert.history.count()
     with pytest.raises(ValidationError) as err:
-        alerts.snooze(alert, by=user, now=RAISED, **kwargs)
+        lifecycle.snooze(alert, by=user, now=RAISED, **kwargs)
     assert field in err.value.message_dict
     alert.refresh_from_db()
     assert (alert.status, alert.snoozed_at, alert.snooze_reason) == (AlertStatus.OPEN, None, "")
@@ -242,16 +242,16 @@ def test_bad_snooze_input_changes_nothing(
 
 
 def test_only_open_or_acknowledged_alerts_can_be_snoozed(alert: Alert, user: Any) -> None:
-    alerts.acknowledge(alert, by=user, now=RAISED)
-    alerts.snooze(alert, reason="On it next week", by=user, now=RAISED, until=RAISED + HOUR)
+    lifecycle.acknowledge(alert, by=user, now=RAISED)
+    lifecycle.snooze(alert, reason="On it next week", by=user, now=RAISED, until=RAISED + HOUR)
     with pytest.raises(ValidationError) as err:  # already snoozed
-        alerts.snooze(alert, reason="Again", by=user, now=RAISED, until=RAISED + 2 * HOUR)
+        lifecycle.snooze(alert, reason="Again", by=user, now=RAISED, until=RAISED + 2 * HOUR)
     assert err.value.code == "not_snoozable"
 
-    alerts.resolve(alert, evidence="Called from my mobile", by=user, now=RAISED)
+    lifecycle.resolve(alert, evidence="Called from my mobile", by=user, now=RAISED)
     history = alert.history.count()
     with pytest.raises(ValidationError) as err:
-        alerts.snooze(alert, reason="Later", by=user, now=RAISED, until=RAISED + HOUR)
+        lifecycle.snooze(alert, reason="Later", by=user, now=RAISED, until=RAISED + HOUR)
     assert err.value.code == "not_snoozable"
     assert "resolved" in err.value.messages[0]
     alert.refresh_from_db()
@@ -260,30 +260,30 @@ def test_only_open_or_acknowledged_alerts_can_be_snoozed(alert: Alert, user: Any
 
 
 def test_a_dismissed_alert_cannot_be_snoozed(alert: Alert, user: Any) -> None:
-    alerts.dismiss(alert, reason="Spam", by=user, now=RAISED)
+    lifecycle.dismiss(alert, reason="Spam", by=user, now=RAISED)
     with pytest.raises(ValidationError):
-        alerts.snooze(alert, reason="Later", by=user, now=RAISED, until=RAISED + HOUR)
+        lifecycle.snooze(alert, reason="Later", by=user, now=RAISED, until=RAISED + HOUR)
     alert.refresh_from_db()
     assert alert.status == AlertStatus.DISMISSED
 
 
 def test_acknowledging_a_snoozed_alert_ends_the_snooze(alert: Alert, user: Any) -> None:
-    alerts.snooze(alert, reason="Later", by=user, now=RAISED, until=RAISED + HOUR)
-    alerts.acknowledge(alert, by=user, now=RAISED + HOUR / 2)
+    lifecycle.snooze(alert, reason="Later", by=user, now=RAISED, until=RAISED + HOUR)
+    lifecycle.acknowledge(alert, by=user, now=RAISED + HOUR / 2)
     alert.refresh_from_db()
     assert (alert.status, alert.snoozed_until, alert.snooze_reason) == (
         AlertStatus.ACKNOWLEDGED,
         None,
         "",
     )
-    assert alerts.wake_snoozed(RAISED + HOUR) == 0
+    assert lifecycle.wake_snoozed(RAISED + HOUR) == 0
 
 
 def test_a_snoozed_alert_is_still_resolved_when_its_condition_clears(lead: Lead, user: Any) -> None:
     inbound(lead, T0 + HOUR)
     sweep.sweep(T0 + 4 * HOUR)  # the customer has waited past the 2h reply time
-    waiting = Alert.objects.get(signal=Signal.CUSTOMER_WAITING)
-    alerts.snooze(
+    waiting = Alert.objects.get(signal=AlertSignal.CUSTOMER_WAITING)
+    lifecycle.snooze(
         waiting, reason="Answer after the call", by=user, now=T0 + 4 * HOUR, until=T0 + 10 * HOUR
     )
     reply = record_touch(
@@ -300,4 +300,4 @@ def test_a_snoozed_alert_is_still_resolved_when_its_condition_clears(lead: Lead,
         Resolution.AUTO,
         reply,
     )
-    assert alerts.wake_snoozed(T0 + 10 * HOUR) == 0  # resolved alerts stay resolved
+    assert lifecycle.wake_snoozed(T0 + 10 * HOUR) == 0  # resolved alerts stay resolved

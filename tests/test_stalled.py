@@ -10,10 +10,11 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from example_project.crm.models import Lead
-from followup_visibility import stalled, sweep
-from followup_visibility.choices import AlertStatus, Resolution, Signal
+from followup_visibility.alerting import sweep
+from followup_visibility.choices import AlertSignal, AlertStatus, Resolution
+from followup_visibility.ingest import stalls
+from followup_visibility.ingest.next_actions import schedule_next_action
 from followup_visibility.models import Alert, TrackedOpportunity
-from followup_visibility.next_actions import schedule_next_action
 from tests.factories_sla import (
     change_host,
     deadlines_of,
@@ -58,7 +59,7 @@ def lead(rep: Any) -> Lead:
 
 
 def stall(lead: Lead, by: Any, now: datetime, until: datetime = UNTIL) -> TrackedOpportunity:
-    return stalled.set_stalled(opportunity(lead), until=until, reason=REASON, by=by, now=now)
+    return stalls.set_stalled(opportunity(lead), until=until, reason=REASON, by=by, now=now)
 
 
 def written(lead: Lead) -> tuple[Any, ...]:
@@ -98,7 +99,7 @@ def test_bad_input_is_refused_and_writes_nothing(
     sweep.sweep(STALE_DUE)  # something to resolve, were the stall accepted
     before = written(lead)
     with pytest.raises(ValidationError) as err:
-        stalled.set_stalled(opportunity(lead), until=until, reason=reason, by=manager, now=NOW)
+        stalls.set_stalled(opportunity(lead), until=until, reason=reason, by=manager, now=NOW)
     assert set(err.value.message_dict) == fields
     assert written(lead) == before
 
@@ -114,13 +115,13 @@ def test_a_closed_opportunity_cannot_be_stalled(lead: Lead, manager: Any) -> Non
 
 
 def test_exactly_a_year_ahead_is_allowed(lead: Lead, manager: Any) -> None:
-    opp = stall(lead, manager, NOW, until=NOW + stalled.MAX_STALL)
-    assert opp.stalled_until == NOW + stalled.MAX_STALL
+    opp = stall(lead, manager, NOW, until=NOW + stalls.MAX_STALL)
+    assert opp.stalled_until == NOW + stalls.MAX_STALL
 
 
 def test_a_stall_resolves_a_stale_alert_and_names_the_reason(lead: Lead, manager: Any) -> None:
     sweep.sweep(STALE_DUE)
-    (alert,) = alerts_of(lead, Signal.STALE)
+    (alert,) = alerts_of(lead, AlertSignal.STALE)
     now = STALE_DUE + HOUR
     returned = stall(lead, manager, now)
 
@@ -141,18 +142,18 @@ def test_a_stall_resolves_a_stale_alert_and_names_the_reason(lead: Lead, manager
     assert (entry.history_user, entry.history_date) == (manager, now)
     assert entry.history_change_reason == f"stalled: {REASON}"
     # Nothing is pretended: the clock still runs from the rep's call.
-    row = deadlines_of(lead)[Signal.STALE]
+    row = deadlines_of(lead)[AlertSignal.STALE]
     assert (row.event_at, row.due_at) == (T0 + HOUR, UNTIL)
 
 
 def test_a_long_reason_is_kept_whole_on_the_record(lead: Lead, manager: Any) -> None:
     reason = "The customer's board meets quarterly; " * 6  # 228 characters
     sweep.sweep(STALE_DUE)
-    stalled.set_stalled(
+    stalls.set_stalled(
         opportunity(lead), until=UNTIL, reason=reason, by=manager, now=STALE_DUE + HOUR
     )
     assert opportunity(lead).stalled_reason == reason.strip()
-    (alert,) = alerts_of(lead, Signal.STALE)
+    (alert,) = alerts_of(lead, AlertSignal.STALE)
     assert alert.status == AlertStatus.RESOLVED
     assert alert.resolution_note.startswith("stalled: The customer's board")
     # History keeps a shortened reason (its column holds 100 characters).
@@ -165,10 +166,10 @@ def test_no_stale_alert_until_the_stall_ends_then_one_of_the_same_episode(
     stall(lead, manager, NOW)
     sweep.sweep(STALE_DUE)
     sweep.sweep(UNTIL - SECOND)
-    assert alerts_of(lead, Signal.STALE) == []
+    assert alerts_of(lead, AlertSignal.STALE) == []
 
     sweep.sweep(UNTIL)
-    (alert,) = alerts_of(lead, Signal.STALE)
+    (alert,) = alerts_of(lead, AlertSignal.STALE)
     assert (alert.status, alert.episode_at, alert.due_at) == (
         AlertStatus.OPEN,
         T0 + HOUR,
@@ -178,11 +179,11 @@ def test_no_stale_alert_until_the_stall_ends_then_one_of_the_same_episode(
 
 def test_no_next_action_and_stage_stalled_wait_too(lead: Lead, manager: Any) -> None:
     before = deadlines_of(lead)
-    assert before[Signal.NO_NEXT_ACTION].due_at < UNTIL  # the call + 5h
-    assert before[Signal.STAGE_STALLED].due_at < UNTIL  # arrival + 7h
+    assert before[AlertSignal.NO_NEXT_ACTION].due_at < UNTIL  # the call + 5h
+    assert before[AlertSignal.STAGE_STALLED].due_at < UNTIL  # arrival + 7h
     stall(lead, manager, NOW)
     after = deadlines_of(lead)
-    for signal in (Signal.STALE, Signal.NO_NEXT_ACTION, Signal.STAGE_STALLED):
+    for signal in (AlertSignal.STALE, AlertSignal.NO_NEXT_ACTION, AlertSignal.STAGE_STALLED):
         assert after[signal].due_at == UNTIL
         assert after[signal].event_at == before[signal].event_at
 
@@ -191,11 +192,11 @@ def test_a_stall_ending_after_hours_resumes_at_the_next_opening(rep: Any, manage
     install_defaults()  # New York, Monday to Friday 09:00-17:00; stale after 16 business hours
     lead = lead_at(ny(3, 2, 9), owner=rep)
     call(lead, ny(3, 2, 10), actor=rep)
-    assert deadlines_of(lead)[Signal.STALE].due_at == ny(3, 4, 10)  # Wednesday
-    stalled.set_stalled(
+    assert deadlines_of(lead)[AlertSignal.STALE].due_at == ny(3, 4, 10)  # Wednesday
+    stalls.set_stalled(
         opportunity(lead), until=ny(3, 7, 12), reason=REASON, by=manager, now=ny(3, 2, 11)
     )
-    row = deadlines_of(lead)[Signal.STALE]
+    row = deadlines_of(lead)[AlertSignal.STALE]
     # Saturday noon: nobody works until Monday 09:00 (EDT from the 8th).
     assert (row.event_at, row.due_at) == (ny(3, 2, 10), ny(3, 9, 9))
 
@@ -207,19 +208,19 @@ def test_a_waiting_customer_and_an_overdue_next_action_still_alert(
     email_in(lead, NOW + HOUR)
     schedule_next_action(opportunity(lead), NOW + 2 * HOUR, now=NOW + HOUR)
     rows = deadlines_of(lead)
-    assert rows[Signal.CUSTOMER_WAITING].due_at == NOW + 4 * HOUR  # reply: 3h
-    assert rows[Signal.NEXT_ACTION_OVERDUE].due_at == NOW + 2 * HOUR + 45 * MINUTE
+    assert rows[AlertSignal.CUSTOMER_WAITING].due_at == NOW + 4 * HOUR  # reply: 3h
+    assert rows[AlertSignal.NEXT_ACTION_OVERDUE].due_at == NOW + 2 * HOUR + 45 * MINUTE
 
     sweep.sweep(NOW + 4 * HOUR)
-    (waiting,) = alerts_of(lead, Signal.CUSTOMER_WAITING)
-    (overdue,) = alerts_of(lead, Signal.NEXT_ACTION_OVERDUE)
+    (waiting,) = alerts_of(lead, AlertSignal.CUSTOMER_WAITING)
+    (overdue,) = alerts_of(lead, AlertSignal.NEXT_ACTION_OVERDUE)
     assert waiting.status == overdue.status == AlertStatus.OPEN
 
 
 def test_clearing_restores_the_clocks(lead: Lead, manager: Any) -> None:
     stall(lead, manager, NOW)
     cleared_at = NOW + HOUR
-    opp = stalled.clear_stalled(opportunity(lead), by=manager, now=cleared_at)
+    opp = stalls.clear_stalled(opportunity(lead), by=manager, now=cleared_at)
     assert (opp.stalled_until, opp.stalled_reason, opp.stalled_at, opp.stalled_by_id) == (
         None,
         "",
@@ -232,33 +233,33 @@ def test_clearing_restores_the_clocks(lead: Lead, manager: Any) -> None:
         cleared_at,
         "stall cleared",
     )
-    assert deadlines_of(lead)[Signal.STALE].due_at == STALE_DUE
+    assert deadlines_of(lead)[AlertSignal.STALE].due_at == STALE_DUE
     sweep.sweep(STALE_DUE)
-    (alert,) = alerts_of(lead, Signal.STALE)
+    (alert,) = alerts_of(lead, AlertSignal.STALE)
     assert alert.episode_at == T0 + HOUR
 
 
 def test_clearing_what_is_not_stalled_is_refused(lead: Lead, manager: Any) -> None:
     before = written(lead)
     with pytest.raises(ValidationError):
-        stalled.clear_stalled(opportunity(lead), by=manager, now=NOW)
+        stalls.clear_stalled(opportunity(lead), by=manager, now=NOW)
     assert written(lead) == before
 
 
 def test_a_stall_that_ended_defers_nothing(lead: Lead, manager: Any) -> None:
     """No job ends a stall: once its date has passed, the deadline is simply the date or later."""
     stall(lead, manager, NOW, until=NOW + HOUR)
-    assert deadlines_of(lead)[Signal.STALE].due_at == STALE_DUE
+    assert deadlines_of(lead)[AlertSignal.STALE].due_at == STALE_DUE
     # A touch after the stall ended starts the clock as usual.
     call(lead, NOW + 2 * HOUR)
-    assert deadlines_of(lead)[Signal.STALE].due_at == NOW + 18 * HOUR
+    assert deadlines_of(lead)[AlertSignal.STALE].due_at == NOW + 18 * HOUR
 
 
 def test_an_alert_the_stall_resolved_returns_when_the_stall_ends(lead: Lead, manager: Any) -> None:
     sweep.sweep(STALE_DUE)
     stall(lead, manager, STALE_DUE + HOUR)
     sweep.sweep(UNTIL)
-    active = [a for a in alerts_of(lead, Signal.STALE) if a.is_active]
+    active = [a for a in alerts_of(lead, AlertSignal.STALE) if a.is_active]
     assert [(a.episode_at, a.due_at) for a in active] == [(T0 + HOUR, UNTIL)]
     # The same episode, reopened and raised anew: the history says so, and a second pass
     # changes nothing.

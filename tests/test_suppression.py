@@ -11,10 +11,11 @@ import pytest
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
 from example_project.crm.models import Lead
-from followup_visibility import alerts, suppression, sweep
-from followup_visibility.choices import AlertStatus, IdentityKind, Signal
+from followup_visibility.alerting import holds, lifecycle, sweep
+from followup_visibility.choices import AlertSignal, AlertStatus, IdentityKind
+from followup_visibility.config import suppressions
+from followup_visibility.ingest.touches import record_touch
 from followup_visibility.models import Alert, Segment, Suppression, Team, TrackedOpportunity
-from followup_visibility.touches import record_touch
 from tests.conftest import tracked
 from tests.factories_sla import make_segment, make_team
 from tests.test_sweep import HOUR, T0, install_clock, new_leads
@@ -78,18 +79,18 @@ def last_history(alert: Alert) -> Any:
 def test_a_rule_holds_back_what_it_matches_until_it_ends(
     world: World, matcher: Callable[[World], dict[str, Any]]
 ) -> None:
-    rule = suppression.create(comment="Holiday backlog", by=world.user, now=NOW, **matcher(world))
+    rule = suppressions.create(comment="Holiday backlog", by=world.user, now=NOW, **matcher(world))
     run = sweep.sweep(NOW)
     assert (run.examined, run.raised) == (4, 2)  # examined, but only B raised
     assert statuses(world.opp_a) == {}
     assert statuses(world.opp_b) == {
-        Signal.NO_FIRST_RESPONSE: AlertStatus.OPEN,
-        Signal.NEVER_CONTACTED: AlertStatus.OPEN,
+        AlertSignal.NO_FIRST_RESPONSE: AlertStatus.OPEN,
+        AlertSignal.NEVER_CONTACTED: AlertStatus.OPEN,
     }
     # No re-entry while it is active, not even through a full pass.
     assert sweep.sweep(NOW + MINUTE, full=True).raised == 0
 
-    suppression.end(rule, by=world.user, now=NOW + 2 * MINUTE)
+    suppressions.end(rule, by=world.user, now=NOW + 2 * MINUTE)
     # A steady pass raises what the rule held back, though nothing about it changed.
     after = sweep.sweep(NOW + 3 * MINUTE)
     assert not after.full and after.raised == 2
@@ -101,7 +102,7 @@ def test_a_rule_suppresses_active_alerts_and_releases_them_when_it_ends(
     world: World, matcher: Callable[[World], dict[str, Any]]
 ) -> None:
     sweep.sweep(NOW)
-    rule = suppression.create(
+    rule = suppressions.create(
         comment="Holiday backlog", by=world.user, now=NOW + MINUTE, **matcher(world)
     )
     held = list(Alert.objects.filter(opportunity=world.opp_a))
@@ -120,7 +121,7 @@ def test_a_rule_suppresses_active_alerts_and_releases_them_when_it_ends(
     assert set(statuses(world.opp_b).values()) == {AlertStatus.OPEN}
     assert list(rule.alerts.order_by("pk")) == sorted(held, key=lambda a: a.pk)
 
-    suppression.end(rule, by=world.user, now=NOW + 2 * MINUTE)
+    suppressions.end(rule, by=world.user, now=NOW + 2 * MINUTE)
     for alert in held:
         alert.refresh_from_db()
         assert (alert.status, alert.suppression) == (AlertStatus.OPEN, None)
@@ -129,12 +130,12 @@ def test_a_rule_suppresses_active_alerts_and_releases_them_when_it_ends(
 
 def test_build_validates_and_normalizes_without_saving_and_add_applies(world: World) -> None:
     sweep.sweep(NOW)
-    rule = suppression.build(comment=" Fair ", by=world.user, now=NOW, identity="(212) 555-0123")
+    rule = suppressions.build(comment=" Fair ", by=world.user, now=NOW, identity="(212) 555-0123")
     assert rule.pk is None and (rule.identity_kind, rule.comment) == (IdentityKind.PHONE, "Fair")
     assert not Suppression.objects.exists()
     assert set(statuses(world.opp_a).values()) == {AlertStatus.OPEN}  # nothing held yet
 
-    suppression.add(rule, by=world.user, now=NOW)
+    suppressions.add(rule, by=world.user, now=NOW)
     assert Suppression.objects.get() == rule and rule.history.get().history_user == world.user
     assert set(statuses(world.opp_a).values()) == {AlertStatus.SUPPRESSED}
     assert set(statuses(world.opp_b).values()) == {AlertStatus.OPEN}
@@ -142,25 +143,25 @@ def test_build_validates_and_normalizes_without_saving_and_add_applies(world: Wo
 
 def test_a_signal_rule_suppresses_that_signal_everywhere(world: World) -> None:
     sweep.sweep(NOW)
-    suppression.create(
-        comment="Web forms broken", by=world.user, now=NOW, signal=Signal.NO_FIRST_RESPONSE
+    suppressions.create(
+        comment="Web forms broken", by=world.user, now=NOW, signal=AlertSignal.NO_FIRST_RESPONSE
     )
     for opportunity in (world.opp_a, world.opp_b):
         assert statuses(opportunity) == {
-            Signal.NO_FIRST_RESPONSE: AlertStatus.SUPPRESSED,
-            Signal.NEVER_CONTACTED: AlertStatus.OPEN,
+            AlertSignal.NO_FIRST_RESPONSE: AlertStatus.SUPPRESSED,
+            AlertSignal.NEVER_CONTACTED: AlertStatus.OPEN,
         }
 
 
 def test_identity_is_normalized_and_its_kind_inferred(world: World) -> None:
-    phone = suppression.create(comment="c", by=world.user, now=NOW, identity="212.555.0123")
-    email = suppression.create(comment="c", by=world.user, now=NOW, identity="ANN@ex.com")
+    phone = suppressions.create(comment="c", by=world.user, now=NOW, identity="212.555.0123")
+    email = suppressions.create(comment="c", by=world.user, now=NOW, identity="ANN@ex.com")
     assert (phone.identity_kind, phone.identity_key) == (IdentityKind.PHONE, "+12125550123")
     assert (email.identity_kind, email.identity_key) == (IdentityKind.EMAIL, "ann@ex.com")
 
 
 def test_a_rule_starting_later_takes_effect_at_the_pass_after_its_start(world: World) -> None:
-    suppression.create(
+    suppressions.create(
         comment="From tomorrow", by=world.user, now=NOW, starts_at=NOW + HOUR, team=world.team_a
     )
     sweep.sweep(NOW)
@@ -173,7 +174,7 @@ def test_a_rule_starting_later_takes_effect_at_the_pass_after_its_start(world: W
 
 def test_a_rule_ends_on_its_own_clock(world: World) -> None:
     sweep.sweep(NOW)
-    suppression.create(
+    suppressions.create(
         comment="One hour", by=world.user, now=NOW, ends_at=NOW + HOUR, opportunity=world.opp_a
     )
     assert set(statuses(world.opp_a).values()) == {AlertStatus.SUPPRESSED}
@@ -184,7 +185,7 @@ def test_a_rule_ends_on_its_own_clock(world: World) -> None:
 
 
 def test_a_steady_pass_raises_what_an_expired_rule_held_back(world: World) -> None:
-    suppression.create(
+    suppressions.create(
         comment="One hour", by=world.user, now=NOW, ends_at=NOW + HOUR, owner=world.owner_a
     )
     sweep.sweep(NOW)
@@ -196,30 +197,30 @@ def test_a_steady_pass_raises_what_an_expired_rule_held_back(world: World) -> No
 
 def test_an_alert_two_rules_hold_stays_suppressed_until_both_end(world: World) -> None:
     sweep.sweep(NOW)
-    first = suppression.create(comment="one", by=world.user, now=NOW, opportunity=world.opp_a)
-    second = suppression.create(comment="two", by=world.user, now=NOW, owner=world.owner_a)
-    suppression.end(first, by=world.user, now=NOW + MINUTE)
+    first = suppressions.create(comment="one", by=world.user, now=NOW, opportunity=world.opp_a)
+    second = suppressions.create(comment="two", by=world.user, now=NOW, owner=world.owner_a)
+    suppressions.end(first, by=world.user, now=NOW + MINUTE)
     held = Alert.objects.filter(opportunity=world.opp_a)
     assert {(a.status, a.suppression_id) for a in held} == {(AlertStatus.SUPPRESSED, second.pk)}
-    suppression.end(second, by=world.user, now=NOW + 2 * MINUTE)
+    suppressions.end(second, by=world.user, now=NOW + 2 * MINUTE)
     assert set(statuses(world.opp_a).values()) == {AlertStatus.OPEN}
 
 
 def test_a_snoozed_alert_is_suppressed_and_comes_back_open(world: World) -> None:
     sweep.sweep(NOW)
-    alert = Alert.objects.get(opportunity=world.opp_a, signal=Signal.NO_FIRST_RESPONSE)
-    alerts.snooze(alert, reason="Later", by=world.user, now=NOW, until=NOW + DAY)
-    rule = suppression.create(comment="c", by=world.user, now=NOW, opportunity=world.opp_a)
+    alert = Alert.objects.get(opportunity=world.opp_a, signal=AlertSignal.NO_FIRST_RESPONSE)
+    lifecycle.snooze(alert, reason="Later", by=world.user, now=NOW, until=NOW + DAY)
+    rule = suppressions.create(comment="c", by=world.user, now=NOW, opportunity=world.opp_a)
     alert.refresh_from_db()
     assert (alert.status, alert.snoozed_until) == (AlertStatus.SUPPRESSED, None)
-    suppression.end(rule, by=world.user, now=NOW + MINUTE)
+    suppressions.end(rule, by=world.user, now=NOW + MINUTE)
     alert.refresh_from_db()
     assert alert.status == AlertStatus.OPEN
 
 
 def test_a_suppressed_alert_is_still_resolved_when_its_condition_clears(world: World) -> None:
     sweep.sweep(NOW)
-    suppression.create(comment="c", by=world.user, now=NOW, opportunity=world.opp_a)
+    suppressions.create(comment="c", by=world.user, now=NOW, opportunity=world.opp_a)
     record_touch(
         world.a,
         channel="phone",
@@ -229,31 +230,31 @@ def test_a_suppressed_alert_is_still_resolved_when_its_condition_clears(world: W
         now=NOW + MINUTE,
     )
     assert set(statuses(world.opp_a).values()) == {AlertStatus.RESOLVED}
-    assert suppression.release(NOW + 2 * MINUTE) == 0
+    assert holds.release(NOW + 2 * MINUTE) == 0
 
 
 def test_suppress_opportunities_makes_one_rule_each(world: World) -> None:
     sweep.sweep(NOW)
-    rules = suppression.suppress_opportunities(
+    rules = suppressions.suppress_opportunities(
         [world.opp_a.pk, world.opp_b.pk, 0],  # an unknown key is skipped
         comment="Duplicates of a campaign",
         by=world.user,
         now=NOW,
-        signal=Signal.NEVER_CONTACTED,
+        signal=AlertSignal.NEVER_CONTACTED,
     )
     assert sorted(r.opportunity_id for r in rules) == sorted([world.opp_a.pk, world.opp_b.pk])
-    assert all(r.pk and r.signal == Signal.NEVER_CONTACTED for r in rules)
+    assert all(r.pk and r.signal == AlertSignal.NEVER_CONTACTED for r in rules)
     assert Suppression.history.filter(history_type="+").count() == 2
     for opportunity in (world.opp_a, world.opp_b):
-        alert = Alert.objects.get(opportunity=opportunity, signal=Signal.NEVER_CONTACTED)
+        alert = Alert.objects.get(opportunity=opportunity, signal=AlertSignal.NEVER_CONTACTED)
         assert alert.status == AlertStatus.SUPPRESSED
         assert alert.suppression.opportunity_id == opportunity.pk
-        assert statuses(opportunity)[Signal.NO_FIRST_RESPONSE] == AlertStatus.OPEN
+        assert statuses(opportunity)[AlertSignal.NO_FIRST_RESPONSE] == AlertStatus.OPEN
 
 
 def test_suppress_older_than_holds_old_leads_only(world: World) -> None:
     sweep.sweep(NOW)
-    rule = suppression.suppress_older_than(
+    rule = suppressions.suppress_older_than(
         DAY, comment="Old leads before the CRM switch", by=world.user, now=NOW
     )
     assert rule.older_than == DAY
@@ -267,14 +268,14 @@ def test_suppress_older_than_holds_old_leads_only(world: World) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
-        ({"comment": " ", "signal": Signal.STALE}, "comment"),
+        ({"comment": " ", "signal": AlertSignal.STALE}, "comment"),
         ({"comment": "c"}, NON_FIELD_ERRORS),
-        ({"comment": "c", "signal": Signal.STALE, "ends_at": NOW - HOUR}, "ends_at"),
-        ({"comment": "c", "signal": Signal.STALE, "ends_at": NOW}, "ends_at"),
+        ({"comment": "c", "signal": AlertSignal.STALE, "ends_at": NOW - HOUR}, "ends_at"),
+        ({"comment": "c", "signal": AlertSignal.STALE, "ends_at": NOW}, "ends_at"),
         (
             {
                 "comment": "c",
-                "signal": Signal.STALE,
+                "signal": AlertSignal.STALE,
                 "starts_at": NOW + 2 * HOUR,
                 "ends_at": NOW + HOUR,
             },
@@ -289,7 +290,7 @@ def test_suppress_older_than_holds_old_leads_only(world: World) -> None:
 def test_bad_rules_write_nothing(world: World, kwargs: dict[str, Any], field: str) -> None:
     sweep.sweep(NOW)
     with pytest.raises(ValidationError) as err:
-        suppression.create(by=world.user, now=NOW, **kwargs)
+        suppressions.create(by=world.user, now=NOW, **kwargs)
     assert field in err.value.message_dict
     assert not Suppression.objects.exists()
     assert not Alert.objects.filter(status=AlertStatus.SUPPRESSED).exists()
@@ -297,40 +298,40 @@ def test_bad_rules_write_nothing(world: World, kwargs: dict[str, Any], field: st
 
 def test_bulk_suppression_needs_a_comment(world: World) -> None:
     with pytest.raises(ValidationError) as err:
-        suppression.suppress_opportunities([world.opp_a.pk], comment="", by=world.user, now=NOW)
+        suppressions.suppress_opportunities([world.opp_a.pk], comment="", by=world.user, now=NOW)
     assert "comment" in err.value.message_dict
     assert not Suppression.objects.exists()
 
 
 def test_a_rule_ends_once_and_only_after_it_started(world: World) -> None:
-    later = suppression.create(
+    later = suppressions.create(
         comment="c", by=world.user, now=NOW, starts_at=NOW + HOUR, opportunity=world.opp_a
     )
     with pytest.raises(ValidationError) as err:
-        suppression.end(later, by=world.user, now=NOW)
+        suppressions.end(later, by=world.user, now=NOW)
     assert err.value.error_dict["ends_at"][0].code == "not_started"
     later.refresh_from_db()
     assert later.ends_at is None
 
-    rule = suppression.create(comment="c", by=world.user, now=NOW, opportunity=world.opp_a)
-    ended = suppression.end(rule, by=world.user, now=NOW + HOUR)
+    rule = suppressions.create(comment="c", by=world.user, now=NOW, opportunity=world.opp_a)
+    ended = suppressions.end(rule, by=world.user, now=NOW + HOUR)
     assert ended.ends_at == NOW + HOUR
     assert ended.history.order_by("-history_id").first().history_user == world.user
     with pytest.raises(ValidationError) as err:
-        suppression.end(rule, by=world.user, now=NOW + 2 * HOUR)
+        suppressions.end(rule, by=world.user, now=NOW + 2 * HOUR)
     assert err.value.error_dict["ends_at"][0].code == "ended"
     rule.refresh_from_db()
     assert rule.ends_at == NOW + HOUR
 
 
 def test_active_at_is_half_open(world: World) -> None:
-    rule = suppression.create(
+    rule = suppressions.create(
         comment="c",
         by=world.user,
         now=NOW,
         starts_at=NOW + HOUR,
         ends_at=NOW + 2 * HOUR,
-        signal=Signal.STALE,
+        signal=AlertSignal.STALE,
     )
     assert list(Suppression.objects.active_at(NOW + HOUR - MINUTE)) == []
     assert list(Suppression.objects.active_at(NOW + HOUR)) == [rule]
@@ -338,7 +339,7 @@ def test_active_at_is_half_open(world: World) -> None:
 
 
 def test_consistency_counts_held_deadlines_as_expected(world: World) -> None:
-    suppression.create(comment="c", by=world.user, now=NOW, opportunity=world.opp_a)
+    suppressions.create(comment="c", by=world.user, now=NOW, opportunity=world.opp_a)
     sweep.sweep(NOW)
     figures = sweep.consistency(NOW)
     assert (figures["due_deadlines"], figures["active_alerts"]) == (4, 2)
@@ -347,7 +348,7 @@ def test_consistency_counts_held_deadlines_as_expected(world: World) -> None:
 
 def test_a_steady_pass_looks_only_at_rules_that_started_or_ended(world: World) -> None:
     sweep.sweep(NOW)
-    suppression.create(comment="North is on leave", by=world.user, now=NOW, team=world.team_a)
+    suppressions.create(comment="North is on leave", by=world.user, now=NOW, team=world.team_a)
     assert set(statuses(world.opp_a).values()) == {AlertStatus.SUPPRESSED}
     # Opportunity A leaves the rule's team and B joins it, written without a sync (so
     # nothing recomputes): a steady pass, which reads only rules that changed, leaves both.
@@ -368,7 +369,7 @@ def test_a_steady_pass_looks_only_at_rules_that_started_or_ended(world: World) -
 
 def test_a_deleted_rule_releases_its_alerts_at_the_next_steady_pass(world: World) -> None:
     sweep.sweep(NOW)
-    rule = suppression.create(comment="c", by=world.user, now=NOW, opportunity=world.opp_a)
+    rule = suppressions.create(comment="c", by=world.user, now=NOW, opportunity=world.opp_a)
     rule.delete()
     held = Alert.objects.filter(opportunity=world.opp_a)
     assert {(a.status, a.suppression_id) for a in held} == {(AlertStatus.SUPPRESSED, None)}

@@ -12,8 +12,11 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
 from example_project.crm.models import Lead
-from followup_visibility import alerts, policies, suppression, sweep
-from followup_visibility.choices import AlertStatus, Resolution, Signal
+from followup_visibility.alerting import lifecycle, sweep
+from followup_visibility.choices import AlertSignal, AlertStatus, Resolution
+from followup_visibility.config import policies, suppressions
+from followup_visibility.ingest.crm import sync_objects
+from followup_visibility.ingest.touches import record_touch
 from followup_visibility.models import (
     Alert,
     Calendar,
@@ -23,8 +26,6 @@ from followup_visibility.models import (
     TrackedOpportunity,
     WorkingWindow,
 )
-from followup_visibility.sync import sync_objects
-from followup_visibility.touches import record_touch
 from tests.conftest import postgres_only, tracked
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday
@@ -83,10 +84,10 @@ def active(lead: Lead, signal: str) -> Alert | None:
 def test_an_alert_is_raised_at_its_deadline_and_not_a_second_before(lead: Lead) -> None:
     due = T0 + 4 * HOUR
     sweep.sweep(due - timedelta(seconds=1))
-    assert active(lead, Signal.NO_FIRST_RESPONSE) is None
+    assert active(lead, AlertSignal.NO_FIRST_RESPONSE) is None
 
     run = sweep.sweep(due)
-    alert = active(lead, Signal.NO_FIRST_RESPONSE)
+    alert = active(lead, AlertSignal.NO_FIRST_RESPONSE)
     assert alert is not None and alert.status == AlertStatus.OPEN
     assert (alert.due_at, alert.episode_at, alert.raised_at) == (due, T0, due)
     assert alert.sla == 4 * HOUR
@@ -119,13 +120,13 @@ def test_a_steady_pass_sees_deadlines_written_after_the_last_pass(lead: Lead) ->
     )
     run = sweep.sweep(T0 + 6 * HOUR)
     assert run.full is False
-    assert active(lead, Signal.CALL_RETRY_DUE) is not None
+    assert active(lead, AlertSignal.CALL_RETRY_DUE) is not None
     assert run.lag == 2 * HOUR  # due at 4h, raised at 6h
 
 
 def test_a_meaningful_touch_resolves_the_alert_and_names_itself(lead: Lead) -> None:
     sweep.sweep(T0 + 5 * HOUR)
-    alert = active(lead, Signal.NO_FIRST_RESPONSE)
+    alert = active(lead, AlertSignal.NO_FIRST_RESPONSE)
     assert alert is not None
     # An auto-acknowledgement is no response: the alert stays.
     record_touch(
@@ -137,7 +138,7 @@ def test_a_meaningful_touch_resolves_the_alert_and_names_itself(lead: Lead) -> N
         now=T0 + 5 * HOUR,
         metadata={"headers": {"Auto-Submitted": "auto-replied"}},
     )
-    assert active(lead, Signal.NO_FIRST_RESPONSE) == alert
+    assert active(lead, AlertSignal.NO_FIRST_RESPONSE) == alert
     call = record_touch(
         lead,
         channel="phone",
@@ -157,15 +158,15 @@ def test_dismissing_closes_the_episode_only(lead: Lead, make_user: Callable[...,
     inbound = {"channel": "email", "direction": "inbound", "outcome": "received"}
     record_touch(lead, occurred_at=T0 + HOUR, now=T0 + HOUR, **inbound)
     sweep.sweep(T0 + 4 * HOUR)
-    alert = active(lead, Signal.CUSTOMER_WAITING)
+    alert = active(lead, AlertSignal.CUSTOMER_WAITING)
     assert alert is not None
 
     with pytest.raises(ValidationError) as err:
-        alerts.dismiss(alert, reason=" ", by=manager, now=T0 + 4 * HOUR)
+        lifecycle.dismiss(alert, reason=" ", by=manager, now=T0 + 4 * HOUR)
     assert "reason" in err.value.message_dict
-    alerts.dismiss(alert, reason="Customer said no rush", by=manager, now=T0 + 4 * HOUR)
+    lifecycle.dismiss(alert, reason="Customer said no rush", by=manager, now=T0 + 4 * HOUR)
     sweep.sweep(T0 + 5 * HOUR, full=True)
-    assert active(lead, Signal.CUSTOMER_WAITING) is None
+    assert active(lead, AlertSignal.CUSTOMER_WAITING) is None
 
     # We answer, the customer writes again: a new episode alerts again.
     record_touch(
@@ -178,7 +179,7 @@ def test_dismissing_closes_the_episode_only(lead: Lead, make_user: Callable[...,
     )
     record_touch(lead, occurred_at=T0 + 7 * HOUR, now=T0 + 7 * HOUR, **inbound)
     sweep.sweep(T0 + 10 * HOUR)
-    again = active(lead, Signal.CUSTOMER_WAITING)
+    again = active(lead, AlertSignal.CUSTOMER_WAITING)
     assert again is not None and again.pk != alert.pk
     assert again.episode_at == T0 + 7 * HOUR
 
@@ -186,18 +187,20 @@ def test_dismissing_closes_the_episode_only(lead: Lead, make_user: Callable[...,
 def test_lifecycle_refuses_what_makes_no_sense(lead: Lead, make_user: Callable[..., Any]) -> None:
     user = make_user()
     sweep.sweep(T0 + 5 * HOUR)
-    alert = active(lead, Signal.NO_FIRST_RESPONSE)
+    alert = active(lead, AlertSignal.NO_FIRST_RESPONSE)
     assert alert is not None
-    alerts.acknowledge(alert, by=user, now=T0 + 5 * HOUR)
+    lifecycle.acknowledge(alert, by=user, now=T0 + 5 * HOUR)
     with pytest.raises(ValidationError):
-        alerts.acknowledge(alert, by=user, now=T0 + 5 * HOUR)
+        lifecycle.acknowledge(alert, by=user, now=T0 + 5 * HOUR)
     with pytest.raises(ValidationError) as err:
-        alerts.resolve(alert, evidence="", by=user, now=T0 + 5 * HOUR)
+        lifecycle.resolve(alert, evidence="", by=user, now=T0 + 5 * HOUR)
     assert "evidence" in err.value.message_dict
-    resolved = alerts.resolve(alert, evidence="Called from my mobile", by=user, now=T0 + 6 * HOUR)
+    resolved = lifecycle.resolve(
+        alert, evidence="Called from my mobile", by=user, now=T0 + 6 * HOUR
+    )
     assert resolved.resolution == Resolution.MANUAL
     with pytest.raises(ValidationError):
-        alerts.dismiss(resolved, reason="late", by=user, now=T0 + 6 * HOUR)
+        lifecycle.dismiss(resolved, reason="late", by=user, now=T0 + 6 * HOUR)
     alert.refresh_from_db()
     assert alert.status == AlertStatus.RESOLVED
     assert alert.history.first().history_user == user  # newest first
@@ -326,16 +329,16 @@ def test_a_pass_records_what_it_did(lead: Lead, make_user: Callable[..., Any]) -
     )
     assert (first.chunks, first.chunks_done, first.finished_at) == (1, 1, T0 + 5 * HOUR)
     assert first.lag == HOUR  # first response was due at 4h
-    alert = active(lead, Signal.NO_FIRST_RESPONSE)
+    alert = active(lead, AlertSignal.NO_FIRST_RESPONSE)
     assert alert is not None
 
-    alerts.snooze(
+    lifecycle.snooze(
         alert, reason="Waiting for the form", by=user, now=first.swept_until, until=T0 + 6 * HOUR
     )
     woke = sweep.sweep(T0 + 6 * HOUR)
     assert not woke.full and (woke.woken, woke.raised) == (1, 0)
 
-    suppression.create(
+    suppressions.create(
         comment="Trade fair",
         by=user,
         now=T0 + 6 * HOUR,
@@ -434,15 +437,15 @@ def test_consistency_is_zero_after_a_pass_and_sees_rows_changed_behind_its_back(
         "alerts_without_deadline": 0,
     }
     # A dismissed episode is accounted for: nothing is missing.
-    alert = active(lead, Signal.NEVER_CONTACTED)
+    alert = active(lead, AlertSignal.NEVER_CONTACTED)
     assert alert is not None
-    alerts.dismiss(alert, reason="Known", by=make_user(), now=now)
+    lifecycle.dismiss(alert, reason="Known", by=make_user(), now=now)
     assert sweep.consistency(now)["due_without_alert"] == 0
 
-    Alert.objects.filter(signal=Signal.NO_FIRST_RESPONSE).delete()
+    Alert.objects.filter(signal=AlertSignal.NO_FIRST_RESPONSE).delete()
     assert sweep.consistency(now)["due_without_alert"] == 1
     sweep.sweep(now + timedelta(minutes=1), full=True)  # the full pass repairs it
     assert sweep.consistency(now)["due_without_alert"] == 0
 
-    Deadline.objects.filter(signal=Signal.NO_FIRST_RESPONSE).delete()
+    Deadline.objects.filter(signal=AlertSignal.NO_FIRST_RESPONSE).delete()
     assert sweep.consistency(now)["alerts_without_deadline"] == 1

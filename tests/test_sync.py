@@ -18,14 +18,14 @@ from example_project.crm.adapters import DealAdapter, LeadAdapter
 from example_project.crm.models import Deal, Lead
 from followup_visibility import registry, tasks
 from followup_visibility.choices import AcceptedVia, Channel, Direction, Outcome, Status
-from followup_visibility.merge import merge_opportunities
+from followup_visibility.ingest.crm import sync_objects
+from followup_visibility.ingest.merge import merge_opportunities
+from followup_visibility.ingest.next_actions import schedule_next_action
+from followup_visibility.ingest.touches import record_touch
 from followup_visibility.models import DuplicateMatch, Handoff, TrackedOpportunity
-from followup_visibility.next_actions import schedule_next_action
 from followup_visibility.receivers import on_host_saved
 from followup_visibility.registry import NotTracked, get_adapter, is_tracked
 from followup_visibility.signals import opportunities_synced
-from followup_visibility.sync import sync_objects
-from followup_visibility.touches import record_touch
 from tests.conftest import NOW, tracked
 
 pytestmark = pytest.mark.django_db

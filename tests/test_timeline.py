@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from followup_visibility.choices import Channel, Direction, Outcome
+from followup_visibility.engine.timeline import STATE_FIELDS, TimelineState, fold
+from followup_visibility.ingest.touches import record_touch
 from followup_visibility.models import Touch
-from followup_visibility.timeline import STATE_FIELDS, TimelineState, fold
-from followup_visibility.touches import record_touch
 from tests.conftest import NOW, tracked
 
 IN, OUT, INTERNAL = Direction.INBOUND, Direction.OUTBOUND, Direction.INTERNAL

@@ -12,9 +12,9 @@ import pytest
 from django.db import connection, connections  # noqa: F401 (connection: read by postgres_only)
 
 from followup_visibility.choices import Channel, Direction, Outcome
+from followup_visibility.engine.timeline import STATE_FIELDS, fold
+from followup_visibility.ingest.touches import RecordedTouch, record_touch
 from followup_visibility.models import Handoff, Touch
-from followup_visibility.timeline import STATE_FIELDS, fold
-from followup_visibility.touches import RecordedTouch, record_touch
 from tests.conftest import postgres_only, tracked
 
 THREADS = 8

@@ -11,10 +11,10 @@ from django.test import override_settings
 
 from example_project.crm.models import Lead
 from followup_visibility.choices import AcceptedVia, Channel, Direction, Outcome, Status
-from followup_visibility.merge import merge_opportunities
+from followup_visibility.ingest.merge import merge_opportunities
+from followup_visibility.ingest.touches import record_touch
 from followup_visibility.models import Handoff, Touch, TrackedOpportunity
 from followup_visibility.signals import touch_recorded
-from followup_visibility.touches import record_touch
 from tests.conftest import tracked
 
 
@@ -477,7 +477,7 @@ def test_contact_match_prefers_the_most_recently_active_opportunity(make_lead, n
     assert result.touch.opportunity_id == tracked(active).pk
 
 
-# Signal
+# AlertSignal
 
 
 @pytest.fixture

@@ -18,10 +18,10 @@ from django.contrib.auth.models import Permission
 from example_project.crm import seed_alerts, seed_sla
 from example_project.crm.models import Deal, Lead
 from followup_visibility.choices import Channel, Direction, Outcome
+from followup_visibility.ingest.crm import sync_objects
+from followup_visibility.ingest.handoffs import accept_handoff
+from followup_visibility.ingest.touches import record_touch
 from followup_visibility.models import TrackedOpportunity
-from followup_visibility.ownership import accept_handoff
-from followup_visibility.sync import sync_objects
-from followup_visibility.touches import record_touch
 
 PASSWORD = "demo"
 

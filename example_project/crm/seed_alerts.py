@@ -13,18 +13,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from example_project.crm.models import Lead
-from followup_visibility import (
-    alerts,
-    escalation,
-    notifications,
-    stalled,
-    suppression,
-    sweep,
-)
+from followup_visibility.alerting import escalation, lifecycle, notifications, sweep
 from followup_visibility.choices import AlertStatus, SnoozeCondition, Status
+from followup_visibility.config import suppressions
+from followup_visibility.ingest import stalls
+from followup_visibility.ingest.crm import sync_objects
+from followup_visibility.ingest.touches import record_touch
 from followup_visibility.models import Alert, Handoff, Segment, TrackedOpportunity
-from followup_visibility.sync import sync_objects
-from followup_visibility.touches import record_touch
 
 DAY = timedelta(days=1)
 
@@ -74,7 +69,7 @@ def _stall(now: datetime, users: dict[str, Any]) -> None:
         .first()
     )
     if opp is not None:
-        stalled.set_stalled(
+        stalls.set_stalled(
             opp,
             until=now + 21 * DAY,
             reason="Budget round closes in three weeks; the customer asked us to call then.",
@@ -93,9 +88,9 @@ def _triage(now: datetime, users: dict[str, Any], rng: random.Random) -> None:
     rng.shuffle(open_)
     at = now - 20 * timedelta(hours=1)
     for alert in open_[:6]:
-        alerts.acknowledge(alert, by=alert.opportunity.owner, now=at)
+        lifecycle.acknowledge(alert, by=alert.opportunity.owner, now=at)
     for alert in open_[6:8]:
-        alerts.snooze(
+        lifecycle.snooze(
             alert,
             reason="Customer is travelling; agreed to follow up after the weekend.",
             until=now + 3 * DAY,
@@ -104,7 +99,7 @@ def _triage(now: datetime, users: dict[str, Any], rng: random.Random) -> None:
         )
     waiting = [a for a in open_[8:] if a.signal == "customer_waiting"][:1]
     for alert in waiting:
-        alerts.snooze(
+        lifecycle.snooze(
             alert,
             reason="Sent the pricing sheet; waiting for their questions.",
             condition=SnoozeCondition.CUSTOMER_REPLIES,
@@ -112,7 +107,7 @@ def _triage(now: datetime, users: dict[str, Any], rng: random.Random) -> None:
             now=at,
         )
     for alert in [a for a in open_[8:] if a not in waiting][:1]:
-        alerts.dismiss(
+        lifecycle.dismiss(
             alert,
             reason="Spoke to the customer at the trade fair; logged in the CRM next week.",
             by=alert.opportunity.owner,
@@ -135,7 +130,7 @@ def play(now: datetime, users: dict[str, Any], rng: random.Random) -> int:
     _triage(now, users, rng)
     brochure = Segment.objects.filter(code="brochure").first()
     if brochure is not None:
-        suppression.create(
+        suppressions.create(
             comment="Brochure requests older than 30 days go to the nurture emails instead.",
             segment=brochure,
             older_than=30 * DAY,

@@ -11,8 +11,9 @@ from datetime import datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from followup_visibility import calendars, policies
 from followup_visibility.choices import Channel, ClosedDateKind, Direction, Outcome
+from followup_visibility.config import calendars as calendar_changes
+from followup_visibility.config import policies
 from followup_visibility.models import (
     Calendar,
     ClosedDate,
@@ -83,7 +84,7 @@ def configure(now: datetime, users: dict[str, Any]) -> dict[str, Any]:
     )
     london = _calendar("London office", "Europe/London", [(time(9), time(17, 30))], "GB", "ENG")
     for calendar in (new_york, london):
-        calendars.seed_holidays(calendar, years)
+        calendar_changes.seed_holidays(calendar, years, now=now)
     # A company closure and a half day, as a manager would enter them.
     ClosedDate.objects.update_or_create(
         calendar=new_york,

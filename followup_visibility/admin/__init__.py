@@ -11,7 +11,16 @@ from followup_visibility.admin import (
     opportunity,
     org,
     policy,
-    rules,
+    suppressions,
 )
 
-__all__ = ["alert", "calendar", "deadline", "escalation", "opportunity", "org", "policy", "rules"]
+__all__ = [
+    "alert",
+    "calendar",
+    "deadline",
+    "escalation",
+    "opportunity",
+    "org",
+    "policy",
+    "suppressions",
+]

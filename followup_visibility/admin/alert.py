@@ -17,7 +17,6 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from followup_visibility import alerts, severity, suppression, visibility
 from followup_visibility.admin.forms import (
     SUPPRESS_ALL,
     DismissForm,
@@ -31,7 +30,10 @@ from followup_visibility.admin.forms import (
     refusal_messages,
 )
 from followup_visibility.admin.scoped import RecordHistoryAdmin
-from followup_visibility.choices import ACTIVE_ALERT_STATUSES, AlertStatus, Severity, Signal
+from followup_visibility.alerting import lifecycle
+from followup_visibility.choices import ACTIVE_ALERT_STATUSES, AlertSignal, AlertStatus, Severity
+from followup_visibility.config import suppressions
+from followup_visibility.engine import access, severity
 from followup_visibility.models import (
     Alert,
     Escalation,
@@ -215,7 +217,7 @@ class AlertAdmin(RecordHistoryAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Alert]:
         # One user's view: a rep their own alerts, a manager their teams', ops everything.
         # Severity is derived from the clock, never stored, so it is computed here in SQL.
-        return severity.annotate(visibility.alerts_for(request.user), timezone.now())
+        return severity.annotate(access.alerts_for(request.user), timezone.now())
 
     def get_ordering(self, request: HttpRequest) -> Any:
         return (F("severity").desc(nulls_last=True), "due_at")
@@ -311,7 +313,7 @@ class AlertAdmin(RecordHistoryAdmin):
         now = timezone.now()
         done, refused = call_each(
             queryset.order_by("pk"),
-            lambda alert: alerts.acknowledge(alert, by=request.user, now=now),
+            lambda alert: lifecycle.acknowledge(alert, by=request.user, now=now),
         )
         text = ngettext("%d alert acknowledged.", "%d alerts acknowledged.", len(done))
         for level, message in self._report(done, refused, text):
@@ -323,7 +325,7 @@ class AlertAdmin(RecordHistoryAdmin):
             now, data = timezone.now(), form.cleaned_data
             done, refused = call_each(
                 queryset.order_by("pk"),
-                lambda alert: alerts.snooze(
+                lambda alert: lifecycle.snooze(
                     alert,
                     reason=data["reason"],
                     by=request.user,
@@ -354,7 +356,7 @@ class AlertAdmin(RecordHistoryAdmin):
             now, reason = timezone.now(), form.cleaned_data["reason"]
             done, refused = call_each(
                 queryset.order_by("pk"),
-                lambda alert: alerts.dismiss(alert, reason=reason, by=request.user, now=now),
+                lambda alert: lifecycle.dismiss(alert, reason=reason, by=request.user, now=now),
                 form.fields,
             )
             return self._report(
@@ -378,7 +380,7 @@ class AlertAdmin(RecordHistoryAdmin):
             now, evidence = timezone.now(), form.cleaned_data["evidence"]
             done, refused = call_each(
                 queryset.order_by("pk"),
-                lambda alert: alerts.resolve(alert, evidence=evidence, by=request.user, now=now),
+                lambda alert: lifecycle.resolve(alert, evidence=evidence, by=request.user, now=now),
                 form.fields,
             )
             return self._report(
@@ -410,7 +412,7 @@ class AlertAdmin(RecordHistoryAdmin):
             def suppress_group(group: tuple[str, set[Any]]) -> None:
                 signal, opportunity_ids = group
                 created.extend(
-                    suppression.suppress_opportunities(
+                    suppressions.suppress_opportunities(
                         sorted(opportunity_ids),
                         comment=data["comment"],
                         by=request.user,
@@ -451,4 +453,4 @@ def describe(alert: Alert) -> str:
 
 
 def _signal_label(signal: str) -> str:
-    return str(Signal(signal).label) if signal else str(_("all signals"))
+    return str(AlertSignal(signal).label) if signal else str(_("all signals"))

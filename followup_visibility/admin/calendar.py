@@ -13,7 +13,8 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from followup_visibility import calendars
+from followup_visibility.config import calendars
+from followup_visibility.engine.calendars import validate_windows
 from followup_visibility.models import Calendar, ClosedDate, SpecialHours, WorkingWindow
 
 #: Seeding covers this year and the next two, so the calendar never runs out mid-year.
@@ -37,7 +38,7 @@ class CalendarRowFormSet(forms.BaseInlineFormSet):
             if day is not None and start is not None and end is not None:
                 rows.append((day, start, end))
         # Raising here makes the formset invalid, so the admin saves nothing at all.
-        calendars.validate_windows(rows)
+        validate_windows(rows)
 
 
 class SpecialHoursFormSet(CalendarRowFormSet):
@@ -137,7 +138,7 @@ class CalendarAdmin(admin.ModelAdmin):
         years = range(year, year + SEED_YEARS)
         for calendar in queryset:
             try:
-                added = calendars.seed_holidays(calendar, years)
+                added = calendars.seed_holidays(calendar, years, now=timezone.now())
             except ValidationError as exc:
                 self.message_user(
                     request, f"{calendar.name}: {'; '.join(exc.messages)}", messages.ERROR

@@ -16,9 +16,12 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from followup_visibility import escalation, notifications, visibility
 from followup_visibility.admin.forms import BusinessDurationField, format_duration
 from followup_visibility.admin.scoped import RecordHistoryAdmin
+from followup_visibility.alerting import notifications
+from followup_visibility.config import escalation_policies
+from followup_visibility.engine import access
+from followup_visibility.engine.escalation_levels import validate_levels
 from followup_visibility.models import (
     Escalation,
     EscalationLevel,
@@ -56,7 +59,7 @@ def _alert_link(alert_id: int, text: Any) -> str:
 
 
 class LevelFormSet(forms.BaseInlineFormSet):
-    """The levels, checked together by ``escalation.validate_levels`` (in level order)."""
+    """The levels, checked together by ``validate_levels`` (in level order)."""
 
     thresholds: list[Any]
 
@@ -72,7 +75,7 @@ class LevelFormSet(forms.BaseInlineFormSet):
                 rows.append((data["number"], data["after"]))
         thresholds = [after for _number, after in sorted(rows, key=lambda row: row[0])]
         try:
-            escalation.validate_levels(thresholds)
+            validate_levels(thresholds)
         except ValidationError as exc:
             # Raised here, the error makes the formset invalid and the admin saves nothing.
             raise ValidationError(exc.messages) from exc
@@ -161,7 +164,7 @@ class EscalationPolicyAdmin(RecordHistoryAdmin):
         # alerts they govern, instead of the formset writing rows one by one.
         policy, now = form.instance, timezone.now()
         if not change:
-            created = escalation.create_policy(
+            created = escalation_policies.create_policy(
                 policy.name,
                 formset.thresholds,
                 team=policy.team,
@@ -173,7 +176,7 @@ class EscalationPolicyAdmin(RecordHistoryAdmin):
             policy.pk = created.pk
             policy.refresh_from_db()
         elif formset.thresholds != [level.after for level in policy.levels.order_by("number")]:
-            escalation.set_levels(policy, formset.thresholds, now=now, by=request.user)
+            escalation_policies.set_levels(policy, formset.thresholds, now=now, by=request.user)
         # The change message reads these; the levels are in the policy's history instead.
         formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
 
@@ -197,7 +200,7 @@ class EscalationAdmin(ReadOnlyAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Escalation]:
         queryset: QuerySet[Escalation] = super().get_queryset(request)
-        return visibility.restrict(queryset, request.user, "alert__opportunity")
+        return access.restrict(queryset, request.user, "alert__opportunity")
 
     @admin.display(description=_("alert"), ordering="alert")
     def alert_link(self, obj: Escalation) -> str:
@@ -252,7 +255,7 @@ class NotificationAdmin(ReadOnlyAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Notification]:
         queryset: QuerySet[Notification] = super().get_queryset(request)
-        if visibility.sees_everything(request.user):
+        if access.sees_everything(request.user):
             return queryset  # the whole notification log, every channel
         return queryset.filter(pk__in=notifications.inbox(request.user).values("pk"))
 

@@ -19,8 +19,9 @@ from django.utils.functional import Promise
 from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 
-from followup_visibility import policies
-from followup_visibility.choices import Signal, SnoozeCondition
+from followup_visibility.choices import AlertSignal, SnoozeCondition
+from followup_visibility.config import policies
+from followup_visibility.engine.sla import validate_values
 from followup_visibility.models import SlaPolicy, SlaPolicyVersion
 from followup_visibility.models.policy import DURATION_FIELDS, ZERO_ALLOWED
 
@@ -60,7 +61,7 @@ def version_field_label(name: str) -> str:
 
 def _duration_field(signal: str, name: str) -> BusinessDurationField:
     label = version_field_label(name)
-    help_text = _("Business time until “%(signal)s” fires.") % {"signal": Signal(signal).label}
+    help_text = _("Business time until “%(signal)s” fires.") % {"signal": AlertSignal(signal).label}
     if name in ZERO_ALLOWED:
         help_text += " " + _("0:00:00: due the moment the date passes.")
     return BusinessDurationField(label=label, required=False, help_text=help_text)
@@ -151,7 +152,7 @@ class SlaPolicyForm(forms.ModelForm):
             return cleaned
         is_default = self.is_default_scope()
         try:
-            policies.validate_values(
+            validate_values(
                 self.version_values(),
                 is_default=is_default,
                 retired=bool(cleaned.get("retired")),

@@ -13,7 +13,6 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from followup_visibility import assignment, stalled
 from followup_visibility.admin.forms import (
     Message,
     StallForm,
@@ -23,7 +22,8 @@ from followup_visibility.admin.forms import (
     refusal_messages,
 )
 from followup_visibility.admin.scoped import RecordHistoryAdmin, ScopedAdminMixin
-from followup_visibility.merge import merge_opportunities
+from followup_visibility.ingest import segments, stalls
+from followup_visibility.ingest.merge import merge_opportunities
 from followup_visibility.models import (
     ContactIdentity,
     Deadline,
@@ -173,7 +173,7 @@ class TrackedOpportunityAdmin(ScopedAdminMixin, RecordHistoryAdmin):
             obj.segment_id = form.initial.get("segment")
         super().save_model(request, obj, form, change)
         if pin:
-            assignment.set_segment(obj, segment, timezone.now())
+            segments.set_segment(obj, segment, timezone.now())
 
     @admin.action(description=_("Merge selected into the oldest open one"), permissions=("change",))
     def merge_into_oldest(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
@@ -204,7 +204,7 @@ class TrackedOpportunityAdmin(ScopedAdminMixin, RecordHistoryAdmin):
             now, data = timezone.now(), form.cleaned_data
             done, refused = call_each(
                 queryset.order_by("pk"),
-                lambda opp: stalled.set_stalled(
+                lambda opp: stalls.set_stalled(
                     opp, until=data["until"], reason=data["reason"], by=request.user, now=now
                 ),
                 form.fields,
@@ -232,7 +232,7 @@ class TrackedOpportunityAdmin(ScopedAdminMixin, RecordHistoryAdmin):
         now = timezone.now()
         done, refused = call_each(
             queryset.filter(stalled_until__isnull=False).order_by("pk"),
-            lambda opp: stalled.clear_stalled(opp, by=request.user, now=now),
+            lambda opp: stalls.clear_stalled(opp, by=request.user, now=now),
         )
         if done:
             text = ngettext("%d stall cleared.", "%d stalls cleared.", len(done))

@@ -12,14 +12,14 @@ from django.utils import timezone
 from django.utils.html import format_html_join
 from django.utils.translation import gettext_lazy as _
 
-from followup_visibility import policies, preview
 from followup_visibility.admin.forms import (
     APPLY_OPEN,
     SlaPolicyForm,
     format_duration,
     version_field_label,
 )
-from followup_visibility.choices import Signal
+from followup_visibility.choices import AlertSignal
+from followup_visibility.config import policies, preview
 from followup_visibility.models import SlaPolicy, SlaPolicyVersion
 from followup_visibility.models.policy import DURATION_FIELDS
 
@@ -172,7 +172,7 @@ class SlaPolicyAdmin(admin.ModelAdmin):
         rows = [
             {
                 **row,
-                "signal": Signal(row["signal"]).label,
+                "signal": AlertSignal(row["signal"]).label,
                 "change": f"{row['change']:+d}" if row["change"] else "0",
             }
             for row in result.rows()

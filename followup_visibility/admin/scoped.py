@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from simple_history.admin import SimpleHistoryAdmin
 
-from followup_visibility import visibility
+from followup_visibility.engine import access
 
 
 class ScopedAdminMixin:
@@ -24,7 +24,7 @@ class ScopedAdminMixin:
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         queryset: QuerySet[Any] = super().get_queryset(request)  # type: ignore[misc]
-        return visibility.restrict(queryset, request.user, self.scope_path)
+        return access.restrict(queryset, request.user, self.scope_path)
 
 
 class RecordHistoryAdmin(SimpleHistoryAdmin):

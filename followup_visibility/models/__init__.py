@@ -2,10 +2,12 @@ from followup_visibility.models.alert import Alert, InhibitionRule, Suppression,
 from followup_visibility.models.calendar import Calendar, ClosedDate, SpecialHours, WorkingWindow
 from followup_visibility.models.deadline import Deadline
 from followup_visibility.models.escalation import Escalation, EscalationLevel, EscalationPolicy
+from followup_visibility.models.generation import ConfigurationGeneration
 from followup_visibility.models.identity import ContactIdentity, DuplicateMatch
 from followup_visibility.models.notification import Notification
 from followup_visibility.models.opportunity import TrackedOpportunity
 from followup_visibility.models.org import Segment, SegmentRule, Team
+from followup_visibility.models.outbox import OutboxMessage
 from followup_visibility.models.ownership import Handoff
 from followup_visibility.models.policy import SlaPolicy, SlaPolicyVersion
 from followup_visibility.models.touch import Touch
@@ -15,6 +17,7 @@ __all__ = [
     "SweepRun",
     "Calendar",
     "ClosedDate",
+    "ConfigurationGeneration",
     "ContactIdentity",
     "Deadline",
     "DuplicateMatch",
@@ -23,6 +26,7 @@ __all__ = [
     "EscalationPolicy",
     "InhibitionRule",
     "Notification",
+    "OutboxMessage",
     "Handoff",
     "Segment",
     "SegmentRule",

@@ -8,10 +8,10 @@ from simple_history.models import HistoricalRecords
 
 from followup_visibility.choices import (
     ACTIVE_ALERT_STATUSES,
+    AlertSignal,
     AlertStatus,
     IdentityKind,
     Resolution,
-    Signal,
     SnoozeCondition,
 )
 from followup_visibility.querysets import AlertQuerySet, SuppressionQuerySet
@@ -39,7 +39,7 @@ class Alert(models.Model):
         related_name="alerts",
         db_index=False,
     )
-    signal = models.CharField(_("signal"), max_length=30, choices=Signal)
+    signal = models.CharField(_("signal"), max_length=30, choices=AlertSignal)
     episode_at = models.DateTimeField(_("episode started"))
     due_at = models.DateTimeField(_("due at"))
     #: Where the SLA window began; ``due_at - clock_start`` is the SLA's length in wall time,
@@ -244,7 +244,7 @@ class Suppression(models.Model):
         blank=True,
         related_name="+",
     )
-    signal = models.CharField(_("signal"), max_length=30, choices=Signal, blank=True)
+    signal = models.CharField(_("signal"), max_length=30, choices=AlertSignal, blank=True)
     older_than = models.DurationField(
         _("arrived more than"),
         null=True,
@@ -281,8 +281,8 @@ class Suppression(models.Model):
 class InhibitionRule(models.Model):
     """While ``source`` is due on an opportunity, ``target`` is not raised on the same one."""
 
-    source = models.CharField(_("when this is due"), max_length=30, choices=Signal)
-    target = models.CharField(_("do not raise"), max_length=30, choices=Signal)
+    source = models.CharField(_("when this is due"), max_length=30, choices=AlertSignal)
+    target = models.CharField(_("do not raise"), max_length=30, choices=AlertSignal)
     is_active = models.BooleanField(_("active"), default=True)
     comment = models.CharField(_("comment"), max_length=255, blank=True)
 

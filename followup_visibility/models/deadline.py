@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from followup_visibility.choices import Signal
+from followup_visibility.choices import AlertSignal
 
 
 class Deadline(models.Model):
@@ -16,7 +16,7 @@ class Deadline(models.Model):
     opportunity = models.ForeignKey(
         "followup_visibility.TrackedOpportunity", on_delete=models.CASCADE, related_name="deadlines"
     )
-    signal = models.CharField(_("signal"), max_length=30, choices=Signal)
+    signal = models.CharField(_("signal"), max_length=30, choices=AlertSignal)
     event_at = models.DateTimeField(_("event"), help_text=_("What started the clock."))
     clock_start = models.DateTimeField(
         _("clock start"), help_text=_("The event, or the next opening when it came after hours.")

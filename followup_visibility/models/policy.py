@@ -5,19 +5,19 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
-from followup_visibility.choices import Signal
+from followup_visibility.choices import AlertSignal
 
 #: The version field holding each signal's business-time duration.
 DURATION_FIELDS: dict[str, str] = {
-    Signal.NO_FIRST_RESPONSE: "first_response",
-    Signal.NEVER_CONTACTED: "never_contacted",
-    Signal.CUSTOMER_WAITING: "reply",
-    Signal.CALL_RETRY_DUE: "call_retry",
-    Signal.NEXT_ACTION_OVERDUE: "next_action_grace",
-    Signal.NO_NEXT_ACTION: "no_next_action",
-    Signal.STALE: "stale",
-    Signal.NO_OWNER: "owner_assignment",
-    Signal.OWNER_UNCONFIRMED: "handoff_acceptance",
+    AlertSignal.NO_FIRST_RESPONSE: "first_response",
+    AlertSignal.NEVER_CONTACTED: "never_contacted",
+    AlertSignal.CUSTOMER_WAITING: "reply",
+    AlertSignal.CALL_RETRY_DUE: "call_retry",
+    AlertSignal.NEXT_ACTION_OVERDUE: "next_action_grace",
+    AlertSignal.NO_NEXT_ACTION: "no_next_action",
+    AlertSignal.STALE: "stale",
+    AlertSignal.NO_OWNER: "owner_assignment",
+    AlertSignal.OWNER_UNCONFIRMED: "handoff_acceptance",
 }
 #: Durations that may be zero (a next action is overdue the moment its date passes).
 ZERO_ALLOWED = frozenset({"next_action_grace"})

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from followup_visibility import sync
+from followup_visibility.ingest import crm
 from followup_visibility.management.commands._sync import (
     ProgressBar,
     add_model_arguments,
@@ -32,7 +32,7 @@ class Command(BaseCommand):
             progress = ProgressBar(
                 self.stdout, model._meta.label, enabled=not options["no_progress"]
             )
-            result = sync.sync_model(
+            result = crm.sync_model(
                 model,
                 now,
                 confirm_owners=not options["owners_unconfirmed"],

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from followup_visibility import escalation, notifications
+from followup_visibility.alerting import escalation, notifications
 from followup_visibility.management.commands._clock import add_now_argument, parse_now
 
 
@@ -29,5 +29,5 @@ class Command(BaseCommand):
         )
         if not options["no_notify"]:
             created = notifications.notify_alerts(now)
-            delivered = notifications.deliver(now)
-            self.stdout.write(f"notifications: {created} created, {delivered} emails delivered")
+            composed = notifications.deliver(now)
+            self.stdout.write(f"notifications: {created} created, {composed} email digests sent")

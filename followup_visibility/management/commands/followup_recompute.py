@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from followup_visibility import recompute
+from followup_visibility.config import recompute
 from followup_visibility.models import Segment, Team
 
 
@@ -36,10 +36,12 @@ class Command(BaseCommand):
             team_ids=team_ids, segment_ids=segment_ids, reassign=options["reassign"]
         )
         result = recompute.recompute_all(scope, timezone.now(), chunk_size=options["chunk_size"])
+        totals = result.totals
         self.stdout.write(
-            f"{result.opportunities} open opportunities: {result.totals.written} deadlines "
-            f"written, {result.totals.deleted} removed, {result.totals.unchanged} unchanged"
-            + (f", {result.reassigned} reassigned" if options["reassign"] else "")
+            f"{result.opportunities} open opportunities: {totals.written} deadlines "
+            f"written, {totals.deleted} removed, {totals.unchanged} unchanged; "
+            f"{totals.resolved} alerts resolved, {totals.woken} woken"
+            + (f"; {totals.routed} reassigned" if options["reassign"] else "")
         )
 
     def _ids(self, model: Any, field: str, values: list[str]) -> list[int] | None:

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from followup_visibility import sync
+from followup_visibility.ingest import crm
 from followup_visibility.management.commands._sync import (
     ProgressBar,
     add_model_arguments,
@@ -27,10 +27,8 @@ class Command(BaseCommand):
             progress = ProgressBar(
                 self.stdout, model._meta.label, enabled=not options["no_progress"]
             )
-            result = sync.sync_model(
-                model, now, chunk_size=options["chunk_size"], progress=progress
-            )
-            deleted = sync.reconcile_deleted(model, now, chunk_size=options["chunk_size"])
+            result = crm.sync_model(model, now, chunk_size=options["chunk_size"], progress=progress)
+            deleted = crm.reconcile_deleted(model, now, chunk_size=options["chunk_size"])
             self.stdout.write(
                 f"{model._meta.label}: {len(result.created)} created, "
                 f"{len(result.updated)} updated, {deleted} closed as deleted"

@@ -4,14 +4,14 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from followup_visibility import sweep
+from followup_visibility.alerting import sweep
 from followup_visibility.management.commands._clock import add_now_argument, parse_now
 
 
 class Command(BaseCommand):
     help = (
         "Run one sweep pass here and now: raise alerts for deadlines that fell due (what the "
-        "followup_visibility.sweep task does; for hosts that schedule with cron)."
+        "followup_visibility.alerting.sweep task does; for hosts that schedule with cron)."
     )
 
     def add_arguments(self, parser: Any) -> None:

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from example_project.crm.models import Lead
 from example_project.crm.seed import seed
-from followup_visibility.choices import ACTIVE_ALERT_STATUSES, AlertStatus, Signal, Status
+from followup_visibility.choices import ACTIVE_ALERT_STATUSES, AlertSignal, AlertStatus, Status
 from followup_visibility.models import (
     Alert,
     Deadline,
@@ -111,7 +111,7 @@ class Command(BaseCommand):
             )
         )
         by_signal = overdue.values_list("signal").annotate(n=Count("id")).order_by("-n", "signal")
-        labels = dict(Signal.choices)
+        labels = dict(AlertSignal.choices)
         rows += [(f"  {labels[signal]}", n) for signal, n in by_signal]
         active = Alert.objects.filter(status__in=ACTIVE_ALERT_STATUSES)
         rows.append(

@@ -1,0 +1,610 @@
+"""Every raw SQL statement of the package, PostgreSQL and SQLite side by side.
+
+The ORM builds the row sets (what is due, which alerts a transition takes); these functions
+write them in one statement where PostgreSQL allows it (data-modifying CTEs, ``unnest``
+arrays, ``ON CONFLICT`` on a partial constraint, which Django cannot express) and in a few
+plain statements on SQLite, which has one writer, so nothing can change between them. Each
+runs in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from django.db import connection, models
+from django.db.models import Field, QuerySet
+
+from followup_visibility.choices import ACTIVE_ALERT_STATUSES, AlertStatus, Resolution
+from followup_visibility.engine.clocks import COMPARED, DeadlineRow
+from followup_visibility.models import Alert, Deadline, Touch
+
+
+def postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def db_datetime(value: datetime) -> Any:
+    """A datetime as raw SQL must be given it: raw SQL gets no field conversion, and SQLite
+    stores naive UTC text that an aware datetime would not compare equal to."""
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def quote(name: str) -> str:
+    return str(connection.ops.quote_name(name))
+
+
+def table(model: type[models.Model]) -> str:
+    return quote(model._meta.db_table)
+
+
+def history_columns() -> list[str]:
+    """The alert's columns as its history table repeats them (without simple-history's own)."""
+    history = Alert.history.model
+    return [f.column for f in history._meta.concrete_fields if not f.name.startswith("history_")]
+
+
+# Locks ---------------------------------------------------------------------------------------
+
+
+def no_jit() -> None:
+    """Turn PostgreSQL's JIT off for this transaction: it compiled the sweep's statements every
+    pass (their estimated cost is high, their real work small when steady), 0.8 s of a 1 s
+    steady pass at 1M."""
+    if postgres():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL jit = off")
+
+
+def advisory_lock(key: int, *, wait: bool) -> bool:
+    """Take a transaction-scoped advisory lock; whether it was taken (always, off PostgreSQL,
+    where one writer at a time holds the database anyway)."""
+    if not postgres():
+        return True
+    with connection.cursor() as cursor:
+        if wait:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+            return True
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [key])
+        return bool(cursor.fetchone()[0])
+
+
+def try_advisory_locks(key: int, ids: Sequence[Any]) -> list[Any]:
+    """The ``ids`` whose transaction-scoped advisory lock ``(key, hash of id)`` this
+    transaction got (all of them off PostgreSQL)."""
+    if not postgres() or not ids:
+        return list(ids)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM unnest(%s::text[]) AS id "
+            "WHERE pg_try_advisory_xact_lock(%s, hashtext(id))",
+            [[str(i) for i in ids], key],
+        )
+        got = {row[0] for row in cursor.fetchall()}
+    return [i for i in ids if str(i) in got]
+
+
+# Updating columns of many rows -----------------------------------------------------------------
+
+
+def update_rows(
+    model: type[models.Model], rows: Mapping[Any, Mapping[str, Any]], fields: Sequence[str]
+) -> int:
+    """Write ``fields`` (names or attnames, the keys of each row's mapping) of the rows keyed
+    by primary key, each with its own values; how many rows.
+
+    PostgreSQL: one ``UPDATE ... FROM unnest(arrays)`` (Django's ``bulk_update`` builds a
+    ``CASE`` per field and row, several times slower at a thousand rows). SQLite:
+    ``bulk_update``. No history rows: for derived state only.
+    """
+    if not rows or not fields:
+        return 0
+    meta = model._meta
+    concrete = [(name, cast("Field[Any, Any]", meta.get_field(name))) for name in fields]
+    if not postgres():
+        objs = [
+            model(pk=pk, **{f.attname: values[name] for name, f in concrete})
+            for pk, values in rows.items()
+        ]
+        return model._default_manager.bulk_update(
+            objs, [f.name for _name, f in concrete], batch_size=500
+        )
+    pk_field = meta.pk
+    assert pk_field is not None
+    arrays: list[list[Any]] = [[pk_field.get_db_prep_save(pk, connection) for pk in rows]]
+    for name, f in concrete:
+        arrays.append([f.get_db_prep_save(values[name], connection) for values in rows.values()])
+    columns = [pk_field, *(f for _name, f in concrete)]
+    unnest = ", ".join(f"%s::{_array_type(f)}" for f in columns)
+    names = ", ".join(quote(f.column) for f in columns)
+    sets = ", ".join(f"{quote(f.column)} = v.{quote(f.column)}" for _name, f in concrete)
+    pk = quote(pk_field.column)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table(model)} AS t SET {sets} "
+            f"FROM unnest({unnest}) AS v({names}) WHERE t.{pk} = v.{pk}",
+            arrays,
+        )
+        return max(int(cursor.rowcount), 0)
+
+
+def _array_type(field: Field[Any, Any]) -> str:
+    # A foreign key's db_type is the type of the key it references.
+    return f"{field.db_type(connection) or 'text'}[]"
+
+
+# Touches -----------------------------------------------------------------------------------
+
+
+def insert_touches(touches: Sequence[Touch]) -> list[bool]:
+    """Insert these touches, skipping any whose ``(source, external_id)`` is stored already;
+    whether each was inserted (its ``pk`` is then set).
+
+    PostgreSQL: ``INSERT ... ON CONFLICT DO NOTHING RETURNING``, in ``(source, external_id)``
+    order so that two batches sharing ids queue on the unique index instead of deadlocking;
+    a repeat that another transaction is inserting waits for it and is then skipped. SQLite
+    (one writer, which has checked for repeats in its transaction): ``bulk_create``.
+    """
+    if not touches:
+        return []
+    if not postgres():
+        Touch.objects.bulk_create(touches)
+        return [True] * len(touches)
+    order = sorted(
+        range(len(touches)),
+        key=lambda i: (not touches[i].external_id, touches[i].source, touches[i].external_id),
+    )
+    names = [f for f in Touch._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(quote(f.column) for f in names)
+    inserted = [False] * len(touches)
+    with connection.cursor() as cursor:
+        # PostgreSQL takes at most 65,535 parameters a statement.
+        per_statement = 60_000 // len(names)
+        for start in range(0, len(order), per_statement):
+            part = order[start : start + per_statement]
+            values, params = [], []
+            for i in part:
+                obj = touches[i]
+                values.append("(" + ", ".join(["%s"] * len(names)) + ")")
+                params += [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in names]
+            cursor.execute(
+                f"INSERT INTO {table(Touch)} ({columns}) VALUES {', '.join(values)} "
+                "ON CONFLICT DO NOTHING RETURNING id, source, external_id",
+                params,
+            )
+            returned = cursor.fetchall()
+            keyed = {(src, ext): pk for pk, src, ext in returned if ext}
+            # Touches without an external id never conflict: they come back in VALUES order.
+            unkeyed = iter(pk for pk, _src, ext in returned if not ext)
+            for i in part:
+                obj = touches[i]
+                pk = keyed.get((obj.source, obj.external_id)) if obj.external_id else next(unkeyed)
+                if pk is not None:
+                    obj.pk, inserted[i] = pk, True
+                    obj._state.adding, obj._state.db = False, connection.alias
+    return inserted
+
+
+# Deadlines -----------------------------------------------------------------------------------
+
+
+@dataclass
+class DeadlineWrite:
+    written: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+
+
+def write_deadlines(
+    opportunity_ids: Sequence[Any],
+    rows: Sequence[DeadlineRow],
+    now: datetime,
+    *,
+    only: Sequence[str] | None = None,
+) -> DeadlineWrite:
+    """Make the stored deadlines of these opportunities (of the ``only`` signals, if given)
+    exactly ``rows``; ``computed_at`` moves only on rows that changed.
+
+    PostgreSQL: one statement deletes what is gone and upserts from ``unnest`` arrays,
+    skipping unchanged rows with ``IS DISTINCT FROM``, without reading the stored rows back.
+    SQLite: read, compare, delete and upsert with the ORM.
+    """
+    if not opportunity_ids:
+        return DeadlineWrite()
+    if postgres():
+        return _write_deadlines_postgres(opportunity_ids, rows, now, only)
+    return _write_deadlines_orm(opportunity_ids, rows, now, only)
+
+
+def _write_deadlines_postgres(
+    ids: Sequence[Any], rows: Sequence[DeadlineRow], now: datetime, only: Sequence[str] | None
+) -> DeadlineWrite:
+    t = table(Deadline)
+    compared = ", ".join(COMPARED)
+    signal_filter = "AND x.signal = ANY(%s::text[])" if only is not None else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH desired AS (
+                SELECT * FROM unnest(
+                    %s::bigint[], %s::text[], %s::timestamptz[], %s::timestamptz[],
+                    %s::interval[], %s::timestamptz[], %s::bigint[], %s::bigint[]
+                ) AS d(opportunity_id, signal, {compared})
+            ),
+            gone AS (
+                DELETE FROM {t} x
+                WHERE x.opportunity_id = ANY(%s::bigint[]) {signal_filter}
+                  AND NOT EXISTS (
+                      SELECT 1 FROM desired d
+                      WHERE d.opportunity_id = x.opportunity_id AND d.signal = x.signal
+                  )
+                RETURNING 1
+            ),
+            up AS (
+                INSERT INTO {t} (opportunity_id, signal, {compared}, computed_at)
+                SELECT d.opportunity_id, d.signal, {", ".join(f"d.{c}" for c in COMPARED)}, %s
+                FROM desired d
+                ON CONFLICT (opportunity_id, signal) DO UPDATE SET
+                    {", ".join(f"{c} = EXCLUDED.{c}" for c in COMPARED)},
+                    computed_at = EXCLUDED.computed_at
+                WHERE ({", ".join(f"{t}.{c}" for c in COMPARED)})
+                      IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in COMPARED)})
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM up)
+            """,
+            [
+                [r.opportunity_id for r in rows],
+                [r.signal for r in rows],
+                [r.event_at for r in rows],
+                [r.clock_start for r in rows],
+                [r.sla for r in rows],
+                [r.due_at for r in rows],
+                [r.policy_version_id for r in rows],
+                [r.calendar_id for r in rows],
+                list(ids),
+                *([list(only)] if only is not None else []),
+                now,
+            ],
+        )
+        deleted, written = cursor.fetchone()
+    return DeadlineWrite(int(written), int(deleted), len(rows) - int(written))
+
+
+def _write_deadlines_orm(
+    ids: Sequence[Any], rows: Sequence[DeadlineRow], now: datetime, only: Sequence[str] | None
+) -> DeadlineWrite:
+    stored = Deadline.objects.filter(opportunity_id__in=list(ids))
+    if only is not None:
+        stored = stored.filter(signal__in=list(only))
+    existing: dict[tuple[Any, str], tuple[int, tuple[Any, ...]]] = {}
+    for values in stored.values("pk", "opportunity_id", "signal", *COMPARED):
+        key = (values["opportunity_id"], values["signal"])
+        existing[key] = (values["pk"], tuple(values[name] for name in COMPARED))
+    desired = {(r.opportunity_id, r.signal): r for r in rows}
+    result = DeadlineWrite()
+    gone = [pk for key, (pk, _row) in existing.items() if key not in desired]
+    if gone:
+        result.deleted = Deadline.objects.filter(pk__in=gone).delete()[0]
+    write = [
+        Deadline(computed_at=now, **row.__dict__)
+        for key, row in desired.items()
+        if key not in existing or existing[key][1] != row.key()
+    ]
+    if write:
+        Deadline.objects.bulk_create(
+            write,
+            update_conflicts=True,
+            unique_fields=["opportunity", "signal"],
+            update_fields=[*COMPARED, "computed_at"],
+            batch_size=2000,
+        )
+    result.written = len(write)
+    result.unchanged = len(desired) - len(write)
+    return result
+
+
+# Alert transitions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FromMatch:
+    """A transition's new value taken from the matched row's annotation ``name``."""
+
+    name: str
+
+
+def transition_alerts(
+    matched: QuerySet[Alert],
+    *,
+    from_statuses: Sequence[str],
+    changes: Mapping[str, Any],
+    now: datetime,
+    user_id: Any = None,
+) -> list[int]:
+    """Apply ``changes`` to the ``matched`` alerts still in ``from_statuses``, each with one
+    history row; the ids changed.
+
+    ``matched`` carries ``fv_reason`` (the history's change reason) and the annotation each
+    :class:`FromMatch` change names. PostgreSQL: one statement finds the rows (locked in key
+    order, so two transitions over the same alerts wait rather than deadlock), updates them,
+    re-checking the status of rows changed meanwhile, and writes history from what the update
+    returned. SQLite: the ids, then the history rows as the alerts will be, then the update.
+    """
+    changes = {**changes, "changed_by": user_id}
+    fields = {name: cast("Field[Any, Any]", Alert._meta.get_field(name)) for name in changes}
+    columns = {str(f.column): (name, f) for name, f in fields.items()}
+    wanted = ["fv_reason"]
+    wanted += sorted({v.name for v in changes.values() if isinstance(v, FromMatch)})
+    alert, history = table(Alert), table(Alert.history.model)
+    if postgres():
+        matched = matched.order_by("pk")
+    m_sql, m_params = matched.values(*wanted, fv_id=models.F("pk")).query.sql_with_params()
+    if postgres():
+        # ``select_for_update(of=...)`` is lost on a ``values()`` query, hence by hand.
+        m_sql += f" FOR UPDATE OF {alert}"
+    status_sql = ", ".join(["%s"] * len(from_statuses))
+    cols = history_columns()
+    quoted = ", ".join(quote(c) for c in cols)
+    tail = "history_date, history_change_reason, history_type, history_user_id"
+
+    def value(column: str) -> tuple[str, list[Any]]:
+        name, field = columns[column]
+        if isinstance(changes[name], FromMatch):
+            return f"m.{changes[name].name}", []
+        return "%s", [field.get_db_prep_save(changes[name], connection)]
+
+    history_date = db_datetime(now)
+    with connection.cursor() as cursor:
+        if postgres():
+            sets, set_params = [], []
+            for column in columns:
+                sql, params = value(column)
+                sets.append(f"{quote(column)} = {sql}")
+                set_params += params
+            cursor.execute(
+                f"""
+                WITH m AS ({m_sql}),
+                changed AS (
+                    UPDATE {alert} AS a SET {", ".join(sets)}
+                    FROM m WHERE a.id = m.fv_id AND a.status IN ({status_sql})
+                    RETURNING a.*
+                ),
+                hist AS (
+                    INSERT INTO {history} ({quoted}, {tail})
+                    SELECT {", ".join(f"c.{quote(c)}" for c in cols)}, %s, m.fv_reason, '~', %s
+                    FROM changed c JOIN m ON m.fv_id = c.id
+                )
+                SELECT id FROM changed ORDER BY id
+                """,
+                [*m_params, *set_params, *from_statuses, history_date, user_id],
+            )
+            return [row[0] for row in cursor.fetchall()]
+        cursor.execute(
+            f"SELECT a.id FROM {alert} a JOIN ({m_sql}) m ON m.fv_id = a.id "
+            f"WHERE a.status IN ({status_sql}) ORDER BY a.id",
+            [*m_params, *from_statuses],
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+        if not ids:
+            return []
+        select, select_params = [], []
+        for column in cols:
+            if column in columns:
+                sql, params = value(column)
+                select.append(sql)
+                select_params += params
+            else:
+                select.append(f"a.{quote(column)}")
+        cursor.execute(
+            f"""
+            INSERT INTO {history} ({quoted}, {tail})
+            SELECT {", ".join(select)}, %s, m.fv_reason, '~', %s
+            FROM {alert} a JOIN ({m_sql}) m ON m.fv_id = a.id
+            WHERE a.status IN ({status_sql})
+            """,
+            [*select_params, history_date, user_id, *m_params, *from_statuses],
+        )
+        sets, set_params = [], []
+        for column in columns:
+            name, _field = columns[column]
+            if isinstance(changes[name], FromMatch):
+                sets.append(
+                    f"{quote(column)} = (SELECT m.{changes[name].name} FROM ({m_sql}) m"
+                    f" WHERE m.fv_id = {alert}.id)"
+                )
+                set_params += m_params
+            else:
+                sql, params = value(column)
+                sets.append(f"{quote(column)} = {sql}")
+                set_params += params
+        cursor.execute(
+            f"""
+            UPDATE {alert} SET {", ".join(sets)}
+            WHERE status IN ({status_sql}) AND id IN (SELECT m.fv_id FROM ({m_sql}) m)
+            """,
+            [*set_params, *from_statuses, *m_params],
+        )
+        return ids
+
+
+# Raising alerts ------------------------------------------------------------------------------
+
+RAISED_REASON = "raised by sweep"
+REOPENED_REASON = "reopened by sweep: due again"
+
+_INSERT = """
+    INSERT INTO {alert} (
+        opportunity_id, signal, episode_at, due_at, clock_start, sla, raised_at, status,
+        dismissed_reason, resolution, resolution_note, snooze_condition, snooze_reason,
+        snooze_stage, escalation_level, escalation_planned
+    )
+    SELECT due.opportunity_id, due.signal, due.event_at, due.due_at, due.clock_start, due.sla,
+           %s, %s, '', '', '', '', '', '', 0, %s
+    FROM {source} WHERE NOT due.fv_held
+    ON CONFLICT DO NOTHING
+"""
+# An episode resolved automatically (its deadline moved past the clock or went away) whose
+# deadline is due again: a stall that ended, an owner removed again. The per-episode
+# constraint forbids a second row, so the resolved alert reopens, raised anew. Dismissed and
+# hand-resolved episodes stay closed: a person decided about them.
+_REOPEN_SET = """
+    status = %s, resolved_at = NULL, resolution = '', resolution_note = '',
+    resolved_touch_id = NULL, due_at = due.due_at, clock_start = due.clock_start,
+    sla = due.sla, raised_at = %s, escalation_level = 0, escalate_at = NULL,
+    escalation_planned = %s, escalation_from = NULL,
+    acknowledged_at = NULL, acknowledged_by_id = NULL
+"""
+_REOPEN_WHERE = """
+    NOT due.fv_held
+    AND {a}.opportunity_id = due.opportunity_id AND {a}.signal = due.signal
+    AND {a}.episode_at = due.event_at
+    AND {a}.status = %s AND {a}.resolution = %s
+    AND NOT EXISTS (
+        SELECT 1 FROM {alert} other
+        WHERE other.opportunity_id = {a}.opportunity_id AND other.signal = {a}.signal
+          AND other.status IN ({active})
+    )
+"""
+
+
+@dataclass
+class Raised:
+    """What one raise statement did; the ids only when asked for (listeners exist)."""
+
+    examined: int = 0
+    raised: int = 0
+    reopened: int = 0
+    oldest_due: datetime | None = None
+    raised_ids: list[int] | None = None
+    reopened_ids: list[int] | None = None
+
+
+def raise_alerts(due: QuerySet[Any], now: datetime, *, ids: bool = False) -> Raised:
+    """Insert an open alert, with its history row, for every row of ``due`` not held back
+    (``fv_held``), and reopen the automatically resolved episodes that are due again.
+
+    ``due`` yields ``opportunity_id, signal, event_at, due_at, clock_start, sla, fv_held``.
+    The unique constraints absorb what is raised already. PostgreSQL: one statement of
+    data-modifying CTEs over one materialized ``due``. SQLite: a count, the reopen and the
+    insert as separate statements.
+    """
+    sql, params = due.query.sql_with_params()
+    insert_params = [db_datetime(now), AlertStatus.OPEN, False]
+    set_params = [AlertStatus.OPEN, db_datetime(now), False]
+    where_params = [AlertStatus.RESOLVED, Resolution.AUTO, *ACTIVE_ALERT_STATUSES]
+    alert = table(Alert)
+    active = ", ".join(["%s"] * len(ACTIVE_ALERT_STATUSES))
+    history = table(Alert.history.model)
+    columns = history_columns()
+    quoted = ", ".join(quote(c) for c in columns)
+    with connection.cursor() as cursor:
+        if postgres():
+
+            def from_(name: str) -> str:
+                return ", ".join(f"{name}.{quote(c)}" for c in columns)
+
+            id_lists = (
+                "(SELECT array_agg(id) FROM ins), (SELECT array_agg(id) FROM reopened)"
+                if ids
+                else "NULL, NULL"
+            )
+            cursor.execute(
+                f"""
+                WITH due AS MATERIALIZED ({sql}),
+                reopened AS (
+                    UPDATE {alert} a SET {_REOPEN_SET}
+                    FROM due WHERE {_REOPEN_WHERE.format(a="a", alert=alert, active=active)}
+                    RETURNING a.*
+                ),
+                ins AS ({_INSERT.format(alert=alert, source="due")} RETURNING *),
+                hist AS (
+                    INSERT INTO {history} (
+                        {quoted}, history_date, history_change_reason, history_type
+                    )
+                    SELECT {from_("ins")}, %s, %s, '+' FROM ins
+                    UNION ALL
+                    SELECT {from_("reopened")}, %s, %s, '~' FROM reopened
+                )
+                SELECT (SELECT count(*) FROM due), (SELECT count(*) FROM ins),
+                       (SELECT count(*) FROM reopened),
+                       LEAST((SELECT min(due_at) FROM ins), (SELECT min(due_at) FROM reopened)),
+                       {id_lists}
+                """,
+                [
+                    *params,
+                    *set_params,
+                    *where_params,
+                    *insert_params,
+                    db_datetime(now),
+                    RAISED_REASON,
+                    db_datetime(now),
+                    REOPENED_REASON,
+                ],
+            )
+            examined, raised, reopened, oldest, raised_ids, reopened_ids = cursor.fetchone()
+            return Raised(
+                int(examined),
+                int(raised),
+                int(reopened),
+                oldest,
+                sorted(raised_ids or []) if ids else None,
+                sorted(reopened_ids or []) if ids else None,
+            )
+        cursor.execute(f"SELECT COUNT(*) FROM ({sql}) due", params)
+        result = Raised(examined=int(cursor.fetchone()[0]))
+        if ids:
+            result.raised_ids, result.reopened_ids = [], []
+        if not result.examined:
+            return result
+        cursor.execute(
+            f"SELECT {alert}.id FROM {alert}, ({sql}) due WHERE "
+            + _REOPEN_WHERE.format(a=alert, alert=alert, active=active),
+            [*params, *where_params],
+        )
+        reopen_ids = [row[0] for row in cursor.fetchall()]
+        if reopen_ids:
+            marks = ", ".join(["%s"] * len(reopen_ids))
+            cursor.execute(
+                f"UPDATE {alert} SET {_REOPEN_SET} FROM ({sql}) due "
+                f"WHERE {alert}.id IN ({marks}) AND {alert}.opportunity_id = due.opportunity_id "
+                f"AND {alert}.signal = due.signal",
+                [*set_params, *params, *reopen_ids],
+            )
+            cursor.execute(
+                f"""
+                INSERT INTO {history} ({quoted}, history_date, history_change_reason, history_type)
+                SELECT {", ".join(f"a.{quote(c)}" for c in columns)}, %s, %s, '~'
+                FROM {alert} a WHERE a.id IN ({marks})
+                """,
+                [db_datetime(now), REOPENED_REASON, *reopen_ids],
+            )
+        # Keys only grow on SQLite (AUTOINCREMENT): what lies above the highest one now is new.
+        cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {alert}")
+        before = int(cursor.fetchone()[0])
+        cursor.execute(
+            _INSERT.format(alert=alert, source=f"({sql}) due"), [*insert_params, *params]
+        )
+        result.raised = max(cursor.rowcount, 0)
+        result.reopened = len(reopen_ids)
+        if result.raised:
+            cursor.execute(
+                f"""
+                INSERT INTO {history} ({quoted}, history_date, history_change_reason, history_type)
+                SELECT {", ".join(f"a.{quote(c)}" for c in columns)}, %s, %s, '+'
+                FROM {alert} a WHERE a.id > %s
+                """,
+                [db_datetime(now), RAISED_REASON, before],
+            )
+        if ids:
+            cursor.execute(f"SELECT id FROM {alert} WHERE id > %s ORDER BY id", [before])
+            result.raised_ids = [row[0] for row in cursor.fetchall()]
+            result.reopened_ids = sorted(reopen_ids)
+        if result.raised or result.reopened:
+            touched = Alert.objects.filter(raised_at=now).filter(
+                models.Q(pk__gt=before) | models.Q(pk__in=reopen_ids)
+            )
+            result.oldest_due = touched.aggregate(oldest=models.Min("due_at"))["oldest"]
+    return result
