@@ -77,7 +77,7 @@ MIX = [
     (("email", "outbound", "sent"), 20),
 ]
 # Where record_touch and record_touches may live: the first module that has the name wins.
-INGEST_MODULES = ("followup_visibility.touches", "followup_visibility.ingest.touches")
+INGEST_MODULES = ("followup_visibility.ingest.touches", "followup_visibility.touches")
 
 _T = TypeVar("_T")
 
@@ -113,6 +113,15 @@ def ingest_function(name: str) -> Callable[..., Any] | None:
         if found is not None:
             return found  # type: ignore[no-any-return]
     return None
+
+
+def module(old: str, new: str) -> Any:
+    """A package module by its path in the layered package (``new``), else by its path
+    before (``old``), so that the baseline can be measured on the earlier code too."""
+    try:
+        return importlib.import_module(f"followup_visibility.{new}")
+    except ModuleNotFoundError:
+        return importlib.import_module(f"followup_visibility.{old}")
 
 
 def table(model: Any) -> str:
@@ -185,7 +194,9 @@ def seed_touches() -> int:
     """0 to 3 earlier touches per opportunity (a quarter each), classified as record_touch
     would classify them, with external ids so that the idempotency index has its real size."""
     from followup_visibility.models import Touch, TrackedOpportunity
-    from followup_visibility.rules import TouchDraft, classify
+
+    rules = module("rules", "engine.touch_rules")
+    TouchDraft, classify = rules.TouchDraft, rules.classify
 
     patterns = []
     for number, (channel, direction, outcome, start_h, end_h) in enumerate(SEEDED_TOUCHES, 1):
@@ -234,8 +245,9 @@ def set_timelines() -> int:
     """The derived timeline fields, folded by ``timeline.fold`` from the seeded touches."""
     from django.db import connection
 
-    from followup_visibility import timeline
     from followup_visibility.models import Touch, TrackedOpportunity
+
+    timeline = module("timeline", "engine.timeline")
 
     by_opportunity: dict[int, list[dict[str, Any]]] = defaultdict(list)
     columns = ["id", "channel", "direction", "outcome", "occurred_at", "is_meaningful"]
@@ -273,8 +285,10 @@ def set_timelines() -> int:
 
 def seed(n: int) -> dict[str, Any]:
     """The whole setup, each step timed; returns counts and seconds."""
-    from followup_visibility import recompute, sweep, timeline
     from followup_visibility.models import TrackedOpportunity
+
+    recompute = module("recompute", "config.recompute")
+    sweep = module("sweep", "alerting.sweep")
 
     def step(fn: Callable[[], _T]) -> tuple[_T, float]:
         return timed(fn, measured=False)
@@ -292,10 +306,41 @@ def seed(n: int) -> dict[str, Any]:
     report["alerts"] = run.raised
     _, report["vacuum_s"] = step(lambda: (run_sql("VACUUM ANALYZE"), run_sql("CHECKPOINT")))
     # The seed must be what record_touch would have left: timelines refresh to themselves.
-    for opportunity in TrackedOpportunity.objects.order_by("?")[:50]:
-        changed = timeline.refresh(opportunity)
-        assert not changed, f"seeded timeline of {opportunity.pk} differs: {changed}"
+    sample = list(TrackedOpportunity.objects.order_by("?")[:50])
+    try:
+        refresh = importlib.import_module("followup_visibility.alerting.refresh")
+    except ModuleNotFoundError:
+        timeline = module("timeline", "engine.timeline")
+        for opportunity in sample:
+            changed = timeline.refresh(opportunity)
+            assert not changed, f"seeded timeline of {opportunity.pk} differs: {changed}"
+    else:
+        with _rolled_back():
+            check = refresh.Cause("bench seed check", timeline=True)
+            folded = refresh.refresh([o.pk for o in sample], now=T0, cause=check).folded
+            assert not folded, f"{folded} seeded timelines differ from their fold"
     return report
+
+
+class _Rollback(Exception):
+    pass
+
+
+class _rolled_back:
+    """Run a block in a transaction that is rolled back (a check that must write nothing)."""
+
+    def __enter__(self) -> None:
+        from django.db import transaction
+
+        self._atomic = transaction.atomic()
+        self._atomic.__enter__()
+
+    def __exit__(self, *exc: Any) -> bool:
+        from django.db import transaction
+
+        transaction.set_rollback(True)
+        self._atomic.__exit__(*exc)
+        return False
 
 
 @dataclass(frozen=True)
@@ -413,12 +458,16 @@ def call_batch(
     targets: dict[int, Any],
     now: datetime,
 ) -> Any:
-    """One batch through ``record_touches``.
-
-    Assumed API (adjust here when it lands): a sequence of mappings holding ``record_touch``'s
-    keyword arguments (``target`` included), and the batch's ``now``.
-    """
-    return record_touches([spec.kwargs(targets[spec.opportunity_id]) for spec in batch], now=now)
+    """One batch through ``record_touches``: mappings of ``record_touch``'s keyword arguments
+    (``target`` included, ``now`` given once for the batch); every touch must be new."""
+    items = []
+    for spec in batch:
+        item = spec.kwargs(targets[spec.opportunity_id])
+        del item["now"]
+        items.append(item)
+    results = record_touches(items, now=now)
+    assert all(result.created for result in results)
+    return results
 
 
 def measure_batches(

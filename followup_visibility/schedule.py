@@ -29,6 +29,13 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": 5 * 60,
         "options": {"expires": 5 * 60},
     },
+    "followup-visibility-outbox": {
+        "task": "followup_visibility.drain_outbox",
+        # A safety net: a commit wakes a worker at once; this catches what a broker outage or
+        # a lost wake-up left pending.
+        "schedule": 30,
+        "options": {"expires": 30},
+    },
     "followup-visibility-reconcile": {
         "task": "followup_visibility.reconcile",
         "schedule": 60 * 60,

@@ -51,6 +51,8 @@ def reconcile(model_label: str | None = None) -> dict[str, int]:
 _DRAIN_BUDGET = timedelta(seconds=120)
 #: How many drain tasks a burst of outbox work starts at most (more workers, faster).
 PARALLEL_DRAINS = 8
+#: Seconds a wake-up waits for the broker before leaving the work to beat or cron.
+_CONNECT_TIMEOUT = 1.0
 
 
 @shared_task(name="followup_visibility.drain_outbox", **_LATE, **_LIMITS)
@@ -73,13 +75,21 @@ def wake(sender: Any = None, *, count: int = 1, **kwargs: Any) -> None:
     if app is None:
         return
     task = app.tasks[drain_outbox.name]
-    for _ in range(min(count, PARALLEL_DRAINS)):
-        try:
-            # No retries: a request must not wait for a broker that is down.
-            task.apply_async(retry=False)
-        except Exception as exc:
-            logger.warning("outbox work waits for beat or cron: no broker (%s)", exc)
-            return
+    tasks = min(count, PARALLEL_DRAINS)
+    if app.conf.task_always_eager:
+        for _ in range(tasks):
+            task.apply_async()
+        return
+    try:
+        # One attempt with a short timeout: a request must not wait for a broker that is
+        # down (kombu's defaults retry the connection for seconds, even with retry=False).
+        with app.connection_for_write(connect_timeout=_CONNECT_TIMEOUT) as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0)
+            for _ in range(tasks):
+                # (``connection`` is a documented option the type stubs lack.)
+                task.apply_async(retry=False, connection=connection)  # type: ignore[call-arg]
+    except Exception as exc:
+        logger.warning("outbox work waits for beat or cron: no broker (%s)", exc)
 
 
 def _host_app() -> Celery | None:

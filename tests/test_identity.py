@@ -295,3 +295,28 @@ def test_find_open_by_contact_prefers_recent_activity(make_lead, now):
         tracked(untouched_new),
         tracked(untouched_old),
     ]
+
+
+def test_a_shared_number_pairs_each_save_with_a_bounded_number_of_holders(make_lead, now):
+    # A switchboard number many leads called from: before, every save paired every holder
+    # with every other one (quadratic); now each new holder is paired with the most recent
+    # ones only, in a number of queries that does not grow with the holders.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from followup_visibility.ingest.identities import MATCHES_PER_KEY
+
+    Lead.objects.bulk_create(
+        [Lead(name=f"caller {i}", phone="+1 212 555 0142", created_at=now) for i in range(60)]
+    )
+    sync_objects(list(Lead.objects.all()), now)
+    counts = []
+    for _ in range(2):
+        before = DuplicateMatch.objects.count()
+        with CaptureQueriesContext(connection) as captured:
+            newest = tracked(make_lead(phone="212.555.0142"))
+        counts.append(len(captured))
+        made = DuplicateMatch.objects.count() - before
+        assert made == 2 * MATCHES_PER_KEY
+        assert DuplicateMatch.objects.filter(opportunity=newest).count() == MATCHES_PER_KEY
+    assert counts[0] == counts[1]

@@ -231,3 +231,20 @@ def test_scope_round_trips_through_task_kwargs():
     assert recompute.scope_from_kwargs(**scope.as_kwargs()) == Scope(
         team_ids=[3], segment_ids=[4, 5], reassign=True, calendar=(7, 9), reason="x"
     )
+
+
+def test_a_recompute_reports_the_alerts_it_resolved(defaults):
+    from followup_visibility.alerting import sweep
+    from followup_visibility.choices import AlertStatus
+    from followup_visibility.models import Alert
+
+    lead = lead_at(ny(3, 9, 9))
+    sweep.sweep(ny(3, 12, 9), full=True)
+    alert = Alert.objects.get(opportunity=opportunity(lead), signal=S.NO_FIRST_RESPONSE)
+    # A far longer first response: the deadline moves past the clock and the alert resolves.
+    slower = {**DURATIONS, "first_response": 100 * H}
+    publish_version(defaults.policy, slower, now=ny(3, 12, 10), apply_to_open=True)
+    result = recompute_all(Scope(), ny(3, 12, 10), chunk_size=1)
+    assert result.totals.resolved >= 1
+    alert.refresh_from_db()
+    assert alert.status == AlertStatus.RESOLVED

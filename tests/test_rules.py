@@ -265,3 +265,22 @@ def test_custom_rules_decide_what_record_touch_stores(make_lead, now):
     opp = tracked(lead)
     assert opp.first_outbound_at == now - timedelta(hours=2)
     assert opp.first_response_at is None
+
+
+def test_classify_imports_each_rule_once_for_many_touches(monkeypatch):
+    from followup_visibility.engine import touch_rules
+
+    imported: list[str] = []
+    real = touch_rules.import_string
+
+    def counting(path: str) -> Any:
+        imported.append(path)
+        return real(path)
+
+    monkeypatch.setattr(touch_rules, "import_string", counting)
+    touch_rules._rules.cache_clear()
+    rules = ["tests.test_rules.no_opinion", "tests.test_rules.meetings_only"]
+    with override_settings(FOLLOWUP_VISIBILITY_TOUCH_RULES=rules):
+        for _ in range(50):
+            classify(_draft(CALL_OUT))
+    assert imported == rules

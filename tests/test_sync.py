@@ -795,3 +795,13 @@ def test_reconcile_task_refuses_an_untracked_model(db):
 
     with pytest.raises(NotTracked, match="auth.User is not a tracked model"):
         reconcile("auth.User")
+
+
+def test_a_record_deleted_in_the_crm_is_closed_with_a_history_row(make_lead, now):
+    lead = make_lead()
+    opp = tracked(lead)
+    with time_machine.travel(now, tick=False):
+        lead.delete()
+    last = opp.history.order_by("-history_id").first()
+    assert (last.status, last.history_type) == (Status.DELETED, "~")
+    assert last.history_change_reason == "deleted in the CRM"

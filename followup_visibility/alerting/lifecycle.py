@@ -11,7 +11,6 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import (
-    BigIntegerField,
     Case,
     CharField,
     Exists,
@@ -22,7 +21,7 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Cast, Coalesce
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -79,7 +78,7 @@ def active_alerts(opportunity_ids: Iterable[Any]) -> list[ActiveAlert]:
     """The active alerts of these opportunities, as :func:`resolve_cleared` reads them."""
     return list(
         Alert.objects.active()
-        .filter(opportunity_id__in=list(opportunity_ids))
+        .filter(sql.among(Alert, "opportunity_id", list(opportunity_ids)))
         .values_list("pk", "opportunity_id", "signal", "episode_at", "status")
     )
 
@@ -110,26 +109,16 @@ def resolve_cleared(
             groups[why].append(pk)
     if not groups:
         return []
-    pks = [pk for group in groups.values() for pk in group]
-
-    def per_group(value: Any, field: Any) -> Any:
-        # Cast: a column of nulls alone is text to PostgreSQL.
-        return Cast(
-            Case(
-                *(When(pk__in=group, then=Value(value(why))) for why, group in groups.items()),
-                default=Value(None),
-                output_field=field,
-            ),
-            field,
-        )
-
-    matched = Alert.objects.filter(pk__in=pks).annotate(
-        fv_reason=per_group(lambda why: why.note[:REASON_MAX], CharField()),
-        fv_note=per_group(lambda why: why.note[:255], CharField()),
-        fv_touch=per_group(lambda why: why.touch_id, BigIntegerField()),
+    rows = sql.Rows(
+        [("fv_reason", "text"), ("fv_note", "text"), ("fv_touch", "bigint")],
+        {
+            pk: (why.note[:REASON_MAX], why.note[:255], why.touch_id)
+            for why, group in groups.items()
+            for pk in group
+        },
     )
     done = sql.transition_alerts(
-        matched,
+        rows,
         from_statuses=ACTIVE_ALERT_STATUSES,
         changes={
             "status": AlertStatus.RESOLVED,

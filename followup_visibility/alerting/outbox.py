@@ -27,6 +27,7 @@ from django.db import transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
+from followup_visibility.alerting import sql
 from followup_visibility.models import OutboxMessage
 
 logger = logging.getLogger(__name__)
@@ -79,16 +80,16 @@ def enqueue(
     """
     if not payloads:
         return
-    if key and len(payloads) != 1:
-        raise ValueError("a merge key names one message")
-    OutboxMessage.objects.bulk_create(
-        [
-            OutboxMessage(kind=kind, payload=dict(p), key=key, created_at=now, available_at=now)
-            for p in payloads
-        ],
+    if key:
+        if len(payloads) != 1:
+            raise ValueError("a merge key names one message")
         # A pending message with the same key already carries this work.
-        ignore_conflicts=bool(key),
-    )
+        sql.merge_message(kind, payloads[0], key, now)
+    else:
+        OutboxMessage.objects.bulk_create(
+            OutboxMessage(kind=kind, payload=dict(p), created_at=now, available_at=now)
+            for p in payloads
+        )
     count = len(payloads)
     transaction.on_commit(
         lambda: ready.send_robust(sender=OutboxMessage, kinds=[kind], count=count), robust=True

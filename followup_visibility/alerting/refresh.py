@@ -26,12 +26,11 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.utils.translation import gettext as _
 
 from followup_visibility.alerting import deadlines, escalation, lifecycle, sql
-from followup_visibility.choices import AlertSignal, AlertStatus, SegmentSource
+from followup_visibility.choices import AlertSignal, AlertStatus, Channel, SegmentSource
 from followup_visibility.engine import clocks, generation, routing, timeline
 from followup_visibility.engine.clocks import Context
 from followup_visibility.models import Touch, TrackedOpportunity
@@ -95,14 +94,17 @@ def lock(opportunity_ids: Iterable[Any]) -> list[Any]:
 
 
 def _chains(ids: list[Any]) -> Any:
-    roots = (
-        TrackedOpportunity.objects.filter(pk__in=ids)
+    # The roots are read first: as a subquery in an OR, PostgreSQL scanned the whole table
+    # (40 ms at 20k opportunities); as values, both arms are index scans.
+    roots = set(
+        TrackedOpportunity.objects.filter(sql.among(TrackedOpportunity, "id", ids))
         .annotate(fv_root=Coalesce("chain_root_id", "pk"))
-        .values("fv_root")
+        .values_list("fv_root", flat=True)
     )
+    members = sql.among(TrackedOpportunity, "id", sorted(roots | set(ids)))
     return (
         TrackedOpportunity.objects.filter(
-            Q(pk__in=ids) | Q(pk__in=roots) | Q(chain_root_id__in=roots)
+            members | sql.among(TrackedOpportunity, "chain_root_id", sorted(roots))
         )
         .select_for_update(no_key=True)
         .order_by("pk")
@@ -207,7 +209,8 @@ def _touches_by_chain(
     merge moves their touches to the survivor."""
     root_of = {row["id"]: root for root, members in chains.items() for row in members}
     found: dict[Any, list[dict[str, Any]]] = defaultdict(list)
-    for touch in Touch.objects.filter(opportunity_id__in=list(by_id)).values(*timeline.COLUMNS):
+    touches = Touch.objects.filter(sql.among(Touch, "opportunity_id", list(by_id)))
+    for touch in touches.values(*timeline.COLUMNS):
         found[root_of[touch["opportunity_id"]]].append(touch)
     return found
 
@@ -273,11 +276,15 @@ def _clearing(cause: Cause, chains: Mapping[Any, list[dict[str, Any]]]) -> dict[
         ):
             latest[root] = touch
     found: dict[Any, Any] = {}
+    notes = {
+        channel: _("touch: %(t)s") % {"t": Channel(channel).label}
+        for channel in {t.channel for t in latest.values()}
+    }
     for root, rows in chains.items():
         last = latest.get(root)
         why = default
         if last is not None:
-            why = lifecycle.Clearing(_("touch: %(t)s") % {"t": last.get_channel_display()}, last.pk)
+            why = lifecycle.Clearing(notes[last.channel], last.pk)
         for row in rows:
             found[row["id"]] = why
     for key, note in cause.notes.items():

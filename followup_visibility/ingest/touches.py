@@ -15,7 +15,6 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
-from django.db.models import Q
 from django.utils.translation import gettext as _
 
 from followup_visibility.alerting import refresh, sql
@@ -186,7 +185,7 @@ def record_touches(
                 for handoff in handoffs.accept_by_touches(created, now):
                     accepted = (handoff.opportunity_id, AlertSignal.OWNER_UNCONFIRMED.value)
                     notes[accepted] = _("handoff accepted")
-            channels = sorted({t.get_channel_display() for t in created})
+            channels = sorted({str(Channel(c).label) for c in {t.channel for t in created}})
             refresh.refresh(
                 chains,
                 now=now,
@@ -235,10 +234,13 @@ def _parse(
 def _stored(keys: set[tuple[str, str]]) -> dict[tuple[str, str], Touch]:
     if not keys:
         return {}
-    q = Q()
-    for source, external_id in keys:
-        q |= Q(source=source, external_id=external_id)
-    return {(t.source, t.external_id): t for t in Touch.objects.filter(q)}
+    # Two IN lists (the unique index serves them) rather than an OR per key, which costs
+    # Django more to build than the database to run; pairs that only cross are dropped.
+    found = Touch.objects.filter(
+        source__in={source for source, _id in keys},
+        external_id__in={external_id for _source, external_id in keys},
+    )
+    return {(t.source, t.external_id): t for t in found if (t.source, t.external_id) in keys}
 
 
 def _repeat(stored: Touch, item: NewTouch) -> RecordedTouch:
