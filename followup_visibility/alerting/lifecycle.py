@@ -129,12 +129,12 @@ def resolve_cleared(
         },
         now=now,
     )
-    taken = set(done)
+    taken = {pk for pk, _reason in done}
     for why, group in groups.items():
         events.changed(
             AlertTransition.RESOLVED, [pk for pk in group if pk in taken], now, reason=why.note
         )
-    return done
+    return [pk for pk, _reason in done]
 
 
 def _locked(alert: Alert) -> Alert:
@@ -398,7 +398,6 @@ def bulk_transition(
     now: datetime,
     event: str,
     by: Any = None,
-    reason: str = "",
 ) -> list[int]:
     """Apply ``changes`` to the ``matched`` alerts, with one history row each; their ids.
 
@@ -406,14 +405,18 @@ def bulk_transition(
     annotation each :class:`FromMatch` change names. Only rows still in ``from_statuses`` when
     written change: a concurrent resolve between finding and writing wins. Runs in the
     caller's transaction and never loads the alerts into Python; announces ``event`` for the
-    alerts it changed (see :mod:`followup_visibility.alerting.events`).
+    alerts it changed, one batch per reason (see :mod:`followup_visibility.alerting.events`).
     """
-    ids = sql.transition_alerts(
+    done = sql.transition_alerts(
         matched,
         from_statuses=from_statuses,
         changes=changes,
         now=now,
         user_id=getattr(by, "pk", None),
     )
-    events.changed(event, ids, now, by=by, reason=reason)
-    return ids
+    by_reason: dict[str, list[int]] = defaultdict(list)
+    for pk, reason in done:
+        by_reason[reason].append(pk)
+    for reason, ids in by_reason.items():
+        events.changed(event, ids, now, by=by, reason=reason)
+    return [pk for pk, _reason in done]

@@ -325,30 +325,45 @@ def _write_deadlines_postgres(
     types += ["bigint", "bigint"]
     unnest = ", ".join(f"{array(v)}::{t}[]" for v, t in zip(arrays, types, strict=True))
     signal_filter = f"AND x.signal = ANY({array(only)}::text[])" if only is not None else ""
+    same = " AND ".join(f"s.{c} IS NOT DISTINCT FROM d.{c}" for c in COMPARED)
     with bound_cursor() as cursor:
+        # The stored rows are compared in a read first, and only what differs is written: an
+        # upsert that skips unchanged rows in its WHERE still locks every one of them (a
+        # page write each), the larger part of a recompute where little changed. The
+        # caller holds the opportunities' locks, so nothing writes their rows meanwhile.
         cursor.execute(
             f"""
             WITH desired AS (
                 SELECT * FROM unnest({unnest}) AS d(opportunity_id, signal, {compared})
             ),
+            stored AS MATERIALIZED (
+                SELECT x.id, x.opportunity_id, x.signal, {", ".join(f"x.{c}" for c in COMPARED)}
+                FROM {t} x
+                WHERE x.opportunity_id = ANY({array(ids)}::bigint[]) {signal_filter}
+            ),
             gone AS (
                 DELETE FROM {t} x
-                WHERE x.opportunity_id = ANY({array(ids)}::bigint[]) {signal_filter}
-                  AND NOT EXISTS (
-                      SELECT 1 FROM desired d
-                      WHERE d.opportunity_id = x.opportunity_id AND d.signal = x.signal
-                  )
+                WHERE x.id IN (
+                    SELECT s.id FROM stored s
+                    LEFT JOIN desired d
+                        ON d.opportunity_id = s.opportunity_id AND d.signal = s.signal
+                    WHERE d.opportunity_id IS NULL
+                )
                 RETURNING 1
+            ),
+            changed AS (
+                SELECT d.* FROM desired d
+                LEFT JOIN stored s
+                    ON s.opportunity_id = d.opportunity_id AND s.signal = d.signal
+                WHERE s.id IS NULL OR NOT ({same})
             ),
             up AS (
                 INSERT INTO {t} (opportunity_id, signal, {compared}, computed_at)
-                SELECT d.opportunity_id, d.signal, {", ".join(f"d.{c}" for c in COMPARED)}, %s
-                FROM desired d
+                SELECT c.opportunity_id, c.signal, {", ".join(f"c.{c}" for c in COMPARED)}, %s
+                FROM changed c
                 ON CONFLICT (opportunity_id, signal) DO UPDATE SET
                     {", ".join(f"{c} = EXCLUDED.{c}" for c in COMPARED)},
                     computed_at = EXCLUDED.computed_at
-                WHERE ({", ".join(f"{t}.{c}" for c in COMPARED)})
-                      IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in COMPARED)})
                 RETURNING 1
             )
             SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM up)
@@ -448,9 +463,9 @@ def transition_alerts(
     changes: Mapping[str, Any],
     now: datetime,
     user_id: Any = None,
-) -> list[int]:
+) -> list[tuple[int, str]]:
     """Apply ``changes`` to the ``matched`` alerts still in ``from_statuses``, each with one
-    history row; the ids changed.
+    history row; the ``(id, reason)`` of those changed.
 
     ``matched`` (a queryset, or :class:`Rows`) carries ``fv_reason`` (the history's change
     reason) and the annotation each :class:`FromMatch` change names. PostgreSQL: one
@@ -508,18 +523,18 @@ def transition_alerts(
                     SELECT {", ".join(f"c.{quote(c)}" for c in cols)}, %s, m.fv_reason, '~', %s
                     FROM changed c JOIN m ON m.fv_id = c.id
                 )
-                SELECT id FROM changed ORDER BY id
+                SELECT c.id, m.fv_reason FROM changed c JOIN m ON m.fv_id = c.id ORDER BY c.id
                 """,
                 [*m_params, *set_params, *from_statuses, history_date, user_id],
             )
-            return [row[0] for row in cursor.fetchall()]
+            return [(row[0], row[1]) for row in cursor.fetchall()]
         cursor.execute(
-            f"SELECT a.id FROM {alert} a JOIN ({m_sql}) m ON m.fv_id = a.id "
+            f"SELECT a.id, m.fv_reason FROM {alert} a JOIN ({m_sql}) m ON m.fv_id = a.id "
             f"WHERE a.status IN ({status_sql}) ORDER BY a.id",
             [*m_params, *from_statuses],
         )
-        ids = [row[0] for row in cursor.fetchall()]
-        if not ids:
+        done = [(row[0], row[1]) for row in cursor.fetchall()]
+        if not done:
             return []
         select, select_params = [], []
         for column in cols:
@@ -558,7 +573,7 @@ def transition_alerts(
             """,
             [*set_params, *from_statuses, *m_params],
         )
-        return ids
+        return done
 
 
 # Raising alerts ------------------------------------------------------------------------------
