@@ -224,9 +224,7 @@ def test_a_batch_costs_the_same_queries_whatever_its_size(size: int) -> None:
         opps = leads(n)
         record_touches([call(o, ny(3, 9, 10), f"{tag}-first-{o.pk}") for o in opps], now=NOW)
         with CaptureQueriesContext(connection) as captured:
-            record_touches(
-                [call(o, ny(3, 9, 11), f"{tag}-second-{o.pk}") for o in opps], now=NOW
-            )
+            record_touches([call(o, ny(3, 9, 11), f"{tag}-second-{o.pk}") for o in opps], now=NOW)
         return len(captured)
 
     assert batch_queries(size, "big") == batch_queries(2, "small")

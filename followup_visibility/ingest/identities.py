@@ -101,13 +101,13 @@ def detect_duplicates(opportunity_ids: Iterable[Any], now: datetime) -> int:
         by_key[(kind, key)].append((opp_id, root_id or opp_id, rank))
     matches: dict[tuple[Any, Any], DuplicateMatch] = {}
     for (kind, key), found in by_key.items():
-        others = [(o, root) for o, root, rank in found if rank <= MATCHES_PER_KEY + 1]
+        ranked = sorted((rank, o, root) for o, root, rank in found)
         for a, root_a, _rank in found:
             if a not in ids:
                 continue
-            for b, root_b in others:
-                if root_a == root_b:
-                    continue
+            # The most recent holders of other chains (its own chain is no duplicate).
+            others = [(b, root) for _r, b, root in ranked if root != root_a][:MATCHES_PER_KEY]
+            for b, _root_b in others:
                 for pair in ((a, b), (b, a)):
                     if pair not in matches:
                         matches[pair] = DuplicateMatch(

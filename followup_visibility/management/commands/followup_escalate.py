@@ -30,4 +30,6 @@ class Command(BaseCommand):
         if not options["no_notify"]:
             created = notifications.notify_alerts(now)
             composed = notifications.deliver(now)
-            self.stdout.write(f"notifications: {created} created, {composed} email digests sent")
+            self.stdout.write(
+                f"notifications: {created} created, {composed} email digests composed"
+            )

@@ -11,7 +11,7 @@ from followup_visibility.management.commands._clock import add_now_argument, par
 class Command(BaseCommand):
     help = (
         "Run one sweep pass here and now: raise alerts for deadlines that fell due (what the "
-        "followup_visibility.alerting.sweep task does; for hosts that schedule with cron)."
+        "followup_visibility.sweep task does; for hosts that schedule with cron)."
     )
 
     def add_arguments(self, parser: Any) -> None:
