@@ -29,7 +29,7 @@ from followup_visibility.admin.forms import (
     format_duration,
     refusal_messages,
 )
-from followup_visibility.admin.scoped import RecordHistoryAdmin
+from followup_visibility.admin.scoped import ReadOnlyChildInline, RecordHistoryAdmin
 from followup_visibility.alerting import lifecycle
 from followup_visibility.choices import ACTIVE_ALERT_STATUSES, AlertSignal, AlertStatus, Severity
 from followup_visibility.config import suppressions
@@ -100,24 +100,8 @@ class EscalationLevelFilter(admin.SimpleListFilter):
         return queryset.filter(escalation_level=int(value))
 
 
-class _AlertChildInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
+class _AlertChildInline(ReadOnlyChildInline):
     show_change_link = False
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # Part of the alert's record: whoever may see the alert sees them.
-        parent = self.admin_site._registry[Alert]
-        return bool(parent.has_view_or_change_permission(request, obj))
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class EscalationInline(_AlertChildInline):

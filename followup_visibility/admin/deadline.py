@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
 from followup_visibility.admin.forms import format_duration
-from followup_visibility.admin.scoped import ScopedAdminMixin
+from followup_visibility.admin.scoped import ReadOnlyMixin, ScopedAdminMixin
 from followup_visibility.models import Deadline
 
 
 @admin.register(Deadline)
-class DeadlineAdmin(ScopedAdminMixin, admin.ModelAdmin):
+class DeadlineAdmin(ReadOnlyMixin, ScopedAdminMixin, admin.ModelAdmin):
+    # Edits would be overwritten by the next recompute; change the policy or calendar instead.
     list_display = (
         "opportunity",
         "signal",
@@ -33,13 +31,3 @@ class DeadlineAdmin(ScopedAdminMixin, admin.ModelAdmin):
     @admin.display(description=_("SLA (business time)"), ordering="sla")
     def business_sla(self, obj: Deadline) -> str:
         return format_duration(obj.sla)
-
-    # Edits would be overwritten by the next recompute; change the policy or calendar instead.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

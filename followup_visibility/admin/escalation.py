@@ -17,7 +17,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from followup_visibility.admin.forms import BusinessDurationField, format_duration
-from followup_visibility.admin.scoped import RecordHistoryAdmin
+from followup_visibility.admin.scoped import ReadOnlyMixin, RecordHistoryAdmin
 from followup_visibility.alerting import notifications
 from followup_visibility.config import escalation_policies
 from followup_visibility.engine import access
@@ -31,17 +31,8 @@ from followup_visibility.models import (
 )
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """Records written by the sweep and escalation passes: read, never edited."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
         obj = super().get_object(request, object_id, from_field)

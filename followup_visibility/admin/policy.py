@@ -18,6 +18,7 @@ from followup_visibility.admin.forms import (
     format_duration,
     version_field_label,
 )
+from followup_visibility.admin.scoped import ReadOnlyChildInline
 from followup_visibility.choices import AlertSignal
 from followup_visibility.config import policies, preview
 from followup_visibility.models import SlaPolicy, SlaPolicyVersion
@@ -31,10 +32,11 @@ _DURATIONS_HELP = _(
 )
 
 
-class VersionInline(admin.TabularInline):
+class VersionInline(ReadOnlyChildInline):
+    """The versions are the policy's content and its audit trail: deadlines point at them,
+    so they are never edited."""
+
     model = SlaPolicyVersion
-    extra = 0
-    can_delete = False
     fields = (
         "number",
         "effective_from",
@@ -63,21 +65,6 @@ class VersionInline(admin.TabularInline):
             for stage, secs in obj.stage_limits.items()
         ]
         return format_html_join(", ", "{}: {}", items) or "-"
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # The versions are the policy's content: whoever may see the policy sees them.
-        parent = self.admin_site._registry[SlaPolicy]
-        return bool(parent.has_view_or_change_permission(request, obj))
-
-    # Versions are the audit trail: deadlines point at them, so they are never edited.
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(SlaPolicy)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -56,3 +57,28 @@ class RecordHistoryAdmin(SimpleHistoryAdmin):
 
     def revert_disabled(self, request: HttpRequest, obj: Any = None) -> bool:
         return True
+
+
+class ReadOnlyMixin:
+    """Rows the domain writes (deadlines, sweep runs, escalation steps, policy versions):
+    read in the admin, never added, changed or deleted there."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ReadOnlyChildInline(ReadOnlyMixin, admin.TabularInline):
+    """Part of the parent's record: whoever may see the parent sees these rows."""
+
+    extra = 0
+    can_delete = False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        parent = self.admin_site._registry[self.parent_model]
+        return bool(parent.has_view_or_change_permission(request, obj))

@@ -73,20 +73,16 @@ class QuietHours:
     @classmethod
     def load(cls, user_ids: Iterable[Any]) -> QuietHours:
         users = set(user_ids)
-        default = calendars.default_calendar_id()
-        team_calendars = calendars.team_calendar_ids(default)
+        teams = calendars.TeamCalendars.load()
         calendar_of: dict[Any, int | None] = {}
         managed = Team.objects.filter(manager__in=users).order_by("pk")
         for manager, team in managed.values_list("manager_id", "pk"):
-            calendar_of.setdefault(manager, team_calendars.get(team, default))
+            calendar_of.setdefault(manager, teams.by_team.get(team, teams.default))
         # Through the relation, not the through table: its column is named after the user model.
         member = Team.objects.filter(members__in=users).order_by("pk")
         for user, team in member.values_list("members", "pk"):
-            calendar_of.setdefault(user, team_calendars.get(team, default))
-        ids = {c for c in calendar_of.values() if c is not None}
-        if default is not None:
-            ids.add(default)
-        return cls(calendar_of, default, calendars.load(ids))
+            calendar_of.setdefault(user, teams.by_team.get(team, teams.default))
+        return cls(calendar_of, teams.default, dict(teams.engines))
 
     def deliver_after(self, user_id: Any, now: datetime, *, critical: bool) -> datetime:
         """``now`` for a critical message or inside working hours, else the next opening."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, time
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -148,6 +149,25 @@ def team_calendar_ids(default: int | None = None) -> dict[int, int | None]:
             cur = parent
         result[pk] = found if found is not None else default
     return result
+
+
+@dataclass(frozen=True)
+class TeamCalendars:
+    """Which calendar governs each team and the company default, with their engine
+    calendars: what every user of team calendars reads together, once."""
+
+    default: int | None
+    by_team: Mapping[int, int | None]
+    engines: Mapping[int, BusinessCalendar]
+
+    @classmethod
+    def load(cls) -> TeamCalendars:
+        default = default_calendar_id()
+        by_team = team_calendar_ids(default)
+        ids = {c for c in by_team.values() if c is not None}
+        if default is not None:
+            ids.add(default)
+        return cls(default, by_team, load(ids))
 
 
 def teams_using(calendar: Calendar) -> list[int] | None:

@@ -80,16 +80,12 @@ class Context:
 
     @classmethod
     def load(cls, book: PolicyBook | None = None) -> Context:
-        default = calendars.default_calendar_id()
-        team_calendars = calendars.team_calendar_ids(default)
-        ids = {c for c in team_calendars.values() if c is not None}
-        if default is not None:
-            ids.add(default)
+        found = calendars.TeamCalendars.load()
         return cls(
             book=book or PolicyBook.load(),
-            team_calendars=team_calendars,
-            default_calendar=default,
-            engines=calendars.load(ids),
+            team_calendars=found.by_team,
+            default_calendar=found.default,
+            engines=found.engines,
         )
 
     def calendar_for(self, team_id: int | None) -> int | None:

@@ -65,19 +65,15 @@ class Policies:
         parents, managers = {}, {}
         for pk, parent, manager in Team.objects.values_list("pk", "parent_id", "manager_id"):
             parents[pk], managers[pk] = parent, manager
-        default_calendar = calendars.default_calendar_id()
-        team_calendars = calendars.team_calendar_ids(default_calendar)
-        ids = {c for c in team_calendars.values() if c is not None}
-        if default_calendar is not None:
-            ids.add(default_calendar)
+        found = calendars.TeamCalendars.load()
         return cls(
             by_team=by_team,
             default=default,
             parents=parents,
             managers=managers,
-            team_calendars=team_calendars,
-            default_calendar=default_calendar,
-            engines=calendars.load(ids),
+            team_calendars=found.by_team,
+            default_calendar=found.default,
+            engines=found.engines,
         )
 
     def chain(self, team_id: int | None) -> Iterator[int]:
