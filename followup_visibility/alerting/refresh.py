@@ -129,7 +129,7 @@ def refresh(
         return result
     with transaction.atomic(savepoint=False):
         extra = deadlines.state_annotations(now)
-        rows = list(_chains(ids).annotate(**extra).values(*_COLUMNS, *extra))
+        rows = sql.rows_of(_chains(ids).annotate(**extra).values(*_COLUMNS, *extra))
         if not rows:
             return result
         result.opportunities = len(rows)

@@ -140,6 +140,8 @@ def compute(state: Mapping[str, Any], ctx: Context) -> list[DeadlineRow]:
     policy = ctx.book.resolve(state["team_id"], state["segment_id"], state["arrived_at"])
     stalled_until = state.get("stalled_until")
     rows = []
+    # Several clocks start at one event (arrival starts up to four): find its opening once.
+    openings: dict[datetime, datetime] = {}
     for signal, event in armed(state).items():
         if signal in DETECTED:
             # Nothing to wait for: due when found. The row still names a policy version (the
@@ -161,7 +163,9 @@ def compute(state: Mapping[str, Any], ctx: Context) -> list[DeadlineRow]:
             continue
         sla, version_id = found
         # After hours the clock starts at the next opening; zero grace is due at the event.
-        start = next_opening(engine, event)
+        start = openings.get(event)
+        if start is None:
+            start = openings[event] = next_opening(engine, event)
         due = add_business_time(engine, start, sla) if sla else event
         if stalled_until is not None and signal in STALLABLE:
             # Stalled for a known reason: not due before work resumes (at the next opening).

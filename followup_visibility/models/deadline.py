@@ -13,8 +13,16 @@ class Deadline(models.Model):
     so that the sweep only compares ``due_at`` with the clock.
     """
 
+    # Every write of a deadline that moves it writes a new entry in each of the table's
+    # indexes, and a recompute moves hundreds of thousands: only the indexes something reads
+    # are kept. The opportunity's lookups use the unique (opportunity, signal) index; nothing
+    # looks deadlines up by policy version or calendar (deleting either, which the PROTECT
+    # checks, is rare and may scan).
     opportunity = models.ForeignKey(
-        "followup_visibility.TrackedOpportunity", on_delete=models.CASCADE, related_name="deadlines"
+        "followup_visibility.TrackedOpportunity",
+        on_delete=models.CASCADE,
+        related_name="deadlines",
+        db_index=False,
     )
     signal = models.CharField(_("signal"), max_length=30, choices=AlertSignal)
     event_at = models.DateTimeField(_("event"), help_text=_("What started the clock."))
@@ -27,9 +35,13 @@ class Deadline(models.Model):
         "followup_visibility.SlaPolicyVersion",
         on_delete=models.PROTECT,
         related_name="deadlines",
+        db_index=False,
     )
     calendar = models.ForeignKey(
-        "followup_visibility.Calendar", on_delete=models.PROTECT, related_name="deadlines"
+        "followup_visibility.Calendar",
+        on_delete=models.PROTECT,
+        related_name="deadlines",
+        db_index=False,
     )
     computed_at = models.DateTimeField(_("computed at"))
 
