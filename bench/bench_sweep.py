@@ -226,7 +226,7 @@ def floor(now: datetime, *, history: bool) -> int:
     reopening, no chunks. Returns the alerts inserted."""
     from django.db import connection, transaction
 
-    from followup_visibility.alerting.lifecycle import history_columns
+    from followup_visibility.alerting.sql import history_columns
     from followup_visibility.models import Alert, Deadline
 
     insert = f"""
@@ -269,16 +269,16 @@ def naive_loop(ids: list[int], now: datetime, *, atomic: bool) -> tuple[int, flo
     from django.db import transaction
     from django.db.models import Q
 
-    from followup_visibility import sweep
+    from followup_visibility.alerting import holds
     from followup_visibility.choices import ACTIVE_ALERT_STATUSES, AlertStatus, Resolution
     from followup_visibility.models import Alert, Deadline
 
     def loop() -> int:
-        holds = sweep.Holds.at(now)
-        held = sweep.held_q(now, holds)
+        rules = holds.Holds.at(now)
+        held = holds.held_q(now, rules)
         created = 0
         for deadline in Deadline.objects.filter(pk__in=ids).order_by("pk"):
-            may_be_held = holds.suppressions or deadline.signal in holds.inhibitions
+            may_be_held = rules.suppressions or deadline.signal in rules.inhibitions
             if (
                 held is not None
                 and may_be_held
@@ -445,7 +445,7 @@ def housekeeping_load(now: datetime, snoozed_share: int) -> str:
     alerts, and 100 per-opportunity rules as a bulk action makes them. Untimed."""
     from django.contrib.auth import get_user_model
 
-    from followup_visibility import suppression
+    from followup_visibility.config import suppressions as suppression
     from followup_visibility.models import Alert, Team, TrackedOpportunity
 
     snoozed = run_sql(
@@ -528,7 +528,7 @@ def main() -> None:
 
     from django.db import connection
 
-    from followup_visibility import sweep
+    from followup_visibility.alerting import sweep
     from followup_visibility.models import Alert, Deadline
 
     if load > 0.5:
