@@ -61,6 +61,9 @@ class Cause:
     timeline: bool = False
     #: What decides team and segment changed (rules, teams, the host's keys): route again.
     routing: bool = False
+    #: Duplicate matches were found or cleared at ``now``: the other side's duplicate clock
+    #: moves too.
+    identities: bool = False
     #: A more precise note for the alerts of one signal of one opportunity, by
     #: ``(opportunity id, signal)`` (the owner's touch that accepted a handoff).
     notes: Mapping[tuple[Any, str], str] = field(default_factory=dict)
@@ -128,7 +131,7 @@ def refresh(
     if not ids:
         return result
     with transaction.atomic(savepoint=False):
-        extra = deadlines.state_annotations(now)
+        extra = deadlines.state_annotations(now if cause.identities else None)
         rows = sql.rows_of(_chains(ids).annotate(**extra).values(*_COLUMNS, *extra))
         if not rows:
             return result

@@ -445,7 +445,7 @@ def _write_deadlines_orm(
     if gone:
         result.deleted = Deadline.objects.filter(pk__in=gone).delete()[0]
     write = [
-        Deadline(computed_at=now, **row.__dict__)
+        Deadline(computed_at=now, **row.fields())
         for key, row in desired.items()
         if key not in existing or existing[key][1] != row.key()
     ]

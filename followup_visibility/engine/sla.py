@@ -10,6 +10,7 @@ arrived: a version published for "new opportunities only" applies to those arriv
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -72,6 +73,8 @@ class PolicyBook:
     def __init__(self, scopes: Mapping[Scope, list[Version]]) -> None:
         self.scopes = {scope: sorted(vs, key=lambda v: v.number) for scope, vs in scopes.items()}
         self._memo: dict[tuple[Any, ...], Resolved] = {}
+        self._cuts: dict[tuple[Any, Any], list[datetime]] = {}
+        self._cases: dict[tuple[Any, Any, int], Resolved] = {}
 
     @classmethod
     def load(cls) -> PolicyBook:
@@ -104,6 +107,31 @@ class PolicyBook:
         return versions[0] if scope == DEFAULT_SCOPE else None
 
     def resolve(
+        self, team_id: int | None, segment_id: int | None, arrived_at: datetime
+    ) -> Resolved:
+        """The durations in force for an opportunity of this team and segment arriving then.
+
+        Which version of a scope applies depends only on which of the scopes' ``effective_from``
+        times (of versions for new opportunities only) the arrival has passed: the answer is
+        kept per team, segment and that count, so a recompute resolves each case once.
+        """
+        cuts = self._cuts.get((team_id, segment_id))
+        if cuts is None:
+            cuts = self._cuts[(team_id, segment_id)] = sorted(
+                {
+                    version.effective_from
+                    for scope in _scopes(team_id, segment_id)
+                    for version in self.scopes.get(scope, ())
+                    if not version.applies_to_open
+                }
+            )
+        case = (team_id, segment_id, bisect_right(cuts, arrived_at))
+        found = self._cases.get(case)
+        if found is None:
+            found = self._cases[case] = self._resolve(team_id, segment_id, arrived_at)
+        return found
+
+    def _resolve(
         self, team_id: int | None, segment_id: int | None, arrived_at: datetime
     ) -> Resolved:
         chain: list[Version] = []

@@ -133,7 +133,7 @@ def sync_objects(
             [opp.pk for opp in new + changed],
             now=now,
             # A relinked deal's chain brings the lead's touches (its calls) into its timeline.
-            cause=refresh.Cause(_("changed in the CRM"), timeline=bool(relinked)),
+            cause=refresh.Cause(_("changed in the CRM"), timeline=bool(relinked), identities=True),
         )
         result.created = [opp.pk for opp in new]
         result.updated = [opp.pk for opp in changed]
@@ -253,7 +253,7 @@ def _close_deleted(opps: Any, now: datetime) -> int:
     )
     ids = [opp.pk for opp in closing]
     identities.clear_duplicates(ids, now)
-    refresh.refresh(ids, now=now, cause=refresh.Cause(_("deleted in the CRM")))
+    refresh.refresh(ids, now=now, cause=refresh.Cause(_("deleted in the CRM"), identities=True))
     return len(closing)
 
 

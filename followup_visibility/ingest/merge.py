@@ -70,7 +70,7 @@ def merge_opportunities(
             [duplicate.pk, survivor.pk],
             now=now,
             # The duplicate's touches are the survivor's now: fold its timeline again.
-            cause=refresh.Cause(_("merged duplicates"), timeline=True),
+            cause=refresh.Cause(_("merged duplicates"), timeline=True, identities=True),
         )
         survivor.refresh_from_db()
         send_on_commit(
