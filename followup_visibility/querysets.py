@@ -1,17 +1,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.db.models import Q
 
 from followup_visibility.choices import ACTIVE_ALERT_STATUSES, AlertStatus, Status
-
-if TYPE_CHECKING:
-    # Used only in the string type arguments below (models import this module).
-    from followup_visibility.models import Alert, Suppression  # noqa: F401
 
 
 class TrackedOpportunityQuerySet(models.QuerySet[Any]):
@@ -31,7 +27,8 @@ class TrackedOpportunityQuerySet(models.QuerySet[Any]):
         return self.filter(owner__isnull=False, owner_confirmed_at__isnull=True)
 
 
-class AlertQuerySet(models.QuerySet["Alert"]):
+# Generic over Any: the models import this module, so it cannot name them.
+class AlertQuerySet(models.QuerySet[Any]):
     def active(self) -> AlertQuerySet:
         """Alerts whose episode is still running (open, acknowledged, snoozed, suppressed)."""
         return self.filter(status__in=ACTIVE_ALERT_STATUSES)
@@ -40,7 +37,7 @@ class AlertQuerySet(models.QuerySet["Alert"]):
         return self.filter(status=AlertStatus.OPEN)
 
 
-class SuppressionQuerySet(models.QuerySet["Suppression"]):
+class SuppressionQuerySet(models.QuerySet[Any]):
     def active_at(self, now: datetime) -> SuppressionQuerySet:
         """Rules in force at ``now``: started, and not ended (``ends_at`` is exclusive)."""
         return self.filter(starts_at__lte=now).filter(Q(ends_at__isnull=True) | Q(ends_at__gt=now))

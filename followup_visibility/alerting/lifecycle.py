@@ -138,7 +138,8 @@ def resolve_cleared(
 
 
 def _locked(alert: Alert) -> Alert:
-    return Alert.objects.select_for_update().get(pk=alert.pk)
+    locked: Alert = Alert.objects.select_for_update().get(pk=alert.pk)
+    return locked
 
 
 def _locked_active(alert: Alert) -> Alert:

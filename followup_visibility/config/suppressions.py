@@ -188,7 +188,7 @@ def add(rule: Suppression, *, by: Any, now: datetime) -> Suppression:
 def end(suppression: Suppression, *, by: Any, now: datetime) -> Suppression:
     """End a rule now; the alerts it held return to open unless another rule holds them."""
     with transaction.atomic():
-        rule = Suppression.objects.select_for_update().get(pk=suppression.pk)
+        rule: Suppression = Suppression.objects.select_for_update().get(pk=suppression.pk)
         if rule.ends_at is not None and rule.ends_at <= now:
             raise ValidationError(
                 {"ends_at": ValidationError(_("This suppression has already ended."), code="ended")}
