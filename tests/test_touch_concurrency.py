@@ -144,3 +144,74 @@ def test_concurrent_touches_on_a_lead_and_its_deal_keep_both_in_step(make_lead, 
     expected = {name: getattr(chain, name) for name in STATE_FIELDS}
     assert _stored_state(lead) == expected
     assert _stored_state(deal) == expected
+
+
+@pytest.mark.parametrize("change", ["sync", "delete"])
+def test_a_crm_change_of_a_deal_and_a_touch_on_its_lead_do_not_deadlock(
+    make_lead: Callable[..., Any],
+    make_deal: Callable[..., Any],
+    now: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    change: str,
+) -> None:
+    """A writer of the deal locks the lead's chain in key order, as the touch does: before,
+    it locked the deal alone, then the chain (lead first) in its refresh, while the touch
+    held the lead and waited for the deal."""
+    import time
+
+    from example_project.crm.models import Deal
+    from followup_visibility.alerting import refresh
+    from followup_visibility.ingest import crm
+
+    lead = make_lead()
+    deal = make_deal(lead=lead)
+    assert tracked(lead).pk < tracked(deal).pk
+    holding = threading.Event()
+    original = refresh.refresh
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name == "crm":
+            holding.set()
+            time.sleep(1.0)  # the touch runs meanwhile
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(refresh, "refresh", slow)
+    errors: list[BaseException] = []
+
+    def crm_change() -> None:
+        try:
+            if change == "sync":
+                Deal.objects.filter(pk=deal.pk).update(stage=Deal.Stage.PROPOSAL)
+                crm.sync_objects([Deal.objects.get(pk=deal.pk)], now)
+            else:
+                crm.mark_deleted(Deal, [deal.pk], now)
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    def touch() -> None:
+        try:
+            assert holding.wait(10)
+            record_touch(
+                lead,
+                channel=Channel.EMAIL,
+                direction=Direction.INBOUND,
+                outcome=Outcome.RECEIVED,
+                occurred_at=now - timedelta(minutes=5),
+                now=now,
+                source="mailbox",
+                external_id="deadlock-1",
+            )
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=crm_change, name="crm"), threading.Thread(target=touch)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, [repr(e) for e in errors]
+    assert Touch.objects.filter(external_id="deadlock-1").count() == 1

@@ -89,11 +89,14 @@ def sync_objects(
     ct = ContentType.objects.get_for_model(adapter.model)
     snapshots = {str(obj.pk): (obj, adapter.snapshot(obj)) for obj in objs}
     with transaction.atomic():
-        # In key order, like every writer of opportunities: two of them never deadlock.
-        locked = TrackedOpportunity.objects.select_for_update(no_key=True).order_by("pk")
+        mine = TrackedOpportunity.objects.filter(content_type=ct, object_pk__in=list(snapshots))
+        # Their whole chains, in key order, as every writer of opportunities locks them (the
+        # refresh at the end locks the chains too): two writers never deadlock.
+        ids = refresh.lock(mine.values_list("pk", flat=True))
         existing = {
             opp.object_pk: opp
-            for opp in locked.filter(content_type=ct, object_pk__in=list(snapshots))
+            for opp in TrackedOpportunity.objects.filter(pk__in=ids, content_type=ct)
+            if opp.object_pk in snapshots
         }
         new, changed, owner_changes, identity_refresh = [], [], [], []
         for pk, (_obj, snap) in snapshots.items():
@@ -235,8 +238,13 @@ def mark_deleted(model: type[models.Model], pks: Sequence[Any], now: datetime) -
 
 
 def _close_deleted(opps: Any, now: datetime) -> int:
+    # The chains, in key order, as every writer locks them; then the rows as locked.
+    locked = refresh.lock(opps.values_list("pk", flat=True))
     closing = list(
-        opps.exclude(status__in=_NOT_DELETABLE).select_for_update(no_key=True).order_by("pk")
+        TrackedOpportunity.objects.filter(pk__in=locked)
+        .filter(pk__in=opps.values("pk"))
+        .exclude(status__in=_NOT_DELETABLE)
+        .order_by("pk")
     )
     if not closing:
         return 0
