@@ -290,3 +290,28 @@ def test_build_refuses_a_calendar_without_windows():
     calendar = make_calendar("Empty", "UTC", windows=())
     with pytest.raises(ValidationError):
         calendars.load([calendar.pk])
+
+
+def test_a_calendar_edit_rolled_back_is_not_used_by_later_refreshes(defaults):
+    # Its version number is taken again by the next edit: the engine built inside the
+    # rolled-back transaction must not be mistaken for that one.
+    from django.db import transaction
+
+    from followup_visibility.alerting import refresh
+    from followup_visibility.engine.clocks import Context
+    from tests.factories_sla import opportunity
+
+    lead = lead_at(ny(3, 9, 9))
+    monday = WorkingWindow.objects.get(calendar=defaults.calendar, weekday=Weekday.MONDAY)
+    tuesday = WorkingWindow.objects.get(calendar=defaults.calendar, weekday=Weekday.TUESDAY)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        monday.end = time(10)
+        monday.save()
+        refresh.refresh([opportunity(lead).pk], now=NOW, cause=refresh.Cause("test"))
+        raise RuntimeError("rolled back")
+    tuesday.end = time(12)
+    tuesday.save()
+    engine = Context.load().engines[defaults.calendar.pk]
+    assert engine.weekly[Weekday.MONDAY][0].end == WorkingWindow.objects.get(pk=monday.pk).end
+    assert engine.weekly[Weekday.MONDAY][0].end != time(10)
+    assert engine.weekly[Weekday.TUESDAY][0].end == time(12)

@@ -20,7 +20,14 @@ from django.dispatch import Signal
 
 from example_project.crm.models import Lead
 from followup_visibility.alerting import escalation, events, lifecycle, sql, sweep
-from followup_visibility.choices import AlertSignal, AlertStatus, AlertTransition, Channel
+from followup_visibility.choices import (
+    AlertSignal,
+    AlertStatus,
+    AlertTransition,
+    Channel,
+    Direction,
+    Outcome,
+)
 from followup_visibility.config import escalation_policies, suppressions
 from followup_visibility.ingest import stalls
 from followup_visibility.ingest.touches import record_touch
@@ -678,3 +685,31 @@ def test_with_a_receiver_the_sweep_asks_for_ids(
     new_lead(rep)
     sweep.sweep(FIRST_RESPONSE_DUE, full=True)
     assert asked and all(asked)
+
+
+def test_a_batch_resolving_many_alerts_for_one_reason_sends_one_change(
+    rep: Any, received: Received, django_capture_on_commit_callbacks: Any
+) -> None:
+    from followup_visibility.ingest.touches import record_touches
+
+    leads = [new_lead(rep) for _ in range(12)]
+    sweep.sweep(T0 + HOUR)
+    open_ = set(Alert.objects.filter(status=AlertStatus.OPEN).values_list("pk", flat=True))
+    at = T0 + HOUR + MINUTE
+    with django_capture_on_commit_callbacks(execute=True):
+        record_touches(
+            [
+                {
+                    "target": opportunity(lead),
+                    "channel": Channel.PHONE,
+                    "direction": Direction.OUTBOUND,
+                    "outcome": Outcome.CONNECTED,
+                    "occurred_at": at,
+                }
+                for lead in leads
+            ],
+            now=at,
+        )
+    (resolved,) = received.changes(AlertTransition.RESOLVED)
+    assert resolved["reason"] == "touch: Phone"
+    assert set(resolved["alert_ids"]) == open_

@@ -269,3 +269,49 @@ def test_concurrent_duplicate_batches_store_each_touch_once() -> None:
     for opp in opps:
         opp.refresh_from_db()
         assert opp.first_response_at == ny(3, 9, 10)
+
+
+@pytest.mark.parametrize("metadata", ["oops", [1, 2], 5, {"at": NOW}])
+def test_metadata_that_is_no_json_mapping_is_a_field_error(metadata: Any) -> None:
+    (opp,) = leads(1)
+    with pytest.raises(ValidationError) as raised:
+        record_touches([call(opp, ny(3, 9, 10), "m", metadata=metadata)], now=NOW)
+    assert set(raised.value.message_dict) == {"0.metadata"}
+    assert not Touch.objects.exists()
+
+
+def test_a_repeat_is_compared_with_its_metadata_as_stored() -> None:
+    (opp,) = leads(1)
+    item = call(opp, ny(3, 9, 10), "legs", metadata={"legs": (1, 2)})  # a tuple reads back a list
+    record_touches([item], now=NOW)
+    (again,) = record_touches([item], now=NOW)
+    assert (again.status, again.differs) == ("repeat", ())
+
+
+def test_touch_recorded_carries_the_opportunity_as_the_touch_left_it(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from followup_visibility.signals import touch_recorded
+
+    (opp,) = leads(1)
+    seen: list[Any] = []
+
+    def receiver(sender: Any, touch: Touch, opportunity: Any, **kwargs: Any) -> None:
+        seen.append(opportunity.last_touch_at)
+
+    touch_recorded.connect(receiver, sender=Touch, weak=False)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            record_touches([call(opp, ny(3, 9, 10), "fresh")], now=NOW)
+    finally:
+        touch_recorded.disconnect(receiver, sender=Touch)
+    assert seen == [ny(3, 9, 10)]
+
+
+def test_key_lists_of_another_type_find_the_same_rows() -> None:
+    from followup_visibility.alerting import sql
+
+    (opp,) = leads(1)
+    keys = [str(opp.pk), "0" + str(opp.pk + 1)]  # as an API might pass them
+    found = TrackedOpportunity.objects.filter(sql.among(TrackedOpportunity, "id", keys))
+    assert list(found) == [opp]

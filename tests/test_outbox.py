@@ -287,7 +287,9 @@ def test_a_failed_side_effect_is_retried_after_its_backoff_and_a_done_one_is_not
     outbox.enqueue(EFFECT, [{"to": "rep@example.com"}], now=T0)
     base = depth()
 
-    assert outbox.drain(clock=at(T0)) == DrainResult(failed=1)
+    # The lease runs on the wall clock (it guards against other processes): put it at T0.
+    with time_machine.travel(T0, tick=False):
+        assert outbox.drain(clock=at(T0)) == DrainResult(failed=1)
     assert calls == [(T0, 1, T0 + LEASE, base)]
     failed = message(EFFECT)
     assert failed.pending and failed.attempts == 1 and "smtp down" in failed.last_error
@@ -297,7 +299,8 @@ def test_a_failed_side_effect_is_retried_after_its_backoff_and_a_done_one_is_not
     assert len(calls) == 1
 
     retry = T0 + BACKOFF[0]
-    assert outbox.drain(clock=at(retry)) == DrainResult(done=1)
+    with time_machine.travel(retry, tick=False):
+        assert outbox.drain(clock=at(retry)) == DrainResult(done=1)
     assert calls[1] == (retry, 2, retry + LEASE, base)
     sent = message(EFFECT)
     assert (sent.done_at, sent.attempts, sent.pending) == (retry, 2, False)
@@ -319,12 +322,13 @@ def test_a_side_effect_interrupted_before_its_done_mark_is_claimed_again_after_i
 
     outbox.register(EFFECT, send, atomic=False)
     outbox.enqueue(EFFECT, [{}], now=T0)
-    with pytest.raises(Crash):
+    with time_machine.travel(T0, tick=False), pytest.raises(Crash):
         outbox.drain(clock=at(T0))
     leased = message(EFFECT)
     assert (leased.attempts, leased.available_at, leased.pending) == (1, T0 + LEASE, True)
     assert outbox.drain(clock=at(T0 + LEASE - SECOND)) == DrainResult()
-    assert outbox.drain(clock=at(T0 + LEASE)) == DrainResult(done=1)
+    with time_machine.travel(T0 + LEASE, tick=False):
+        assert outbox.drain(clock=at(T0 + LEASE)) == DrainResult(done=1)
     assert calls == [T0, T0 + LEASE]
     assert message(EFFECT).done_at == T0 + LEASE
 
@@ -683,3 +687,47 @@ def test_the_followup_outbox_command_drains_pending_work(
     assert out.getvalue() == "outbox: 0 done, 1 failed, 1 given up\n"
     with pytest.raises(CommandError, match="at least 1"):
         call_command("followup_outbox", "--limit", "0")
+
+
+def test_a_side_effect_claimed_with_an_old_clock_is_not_taken_twice(
+    handlers: dict[str, outbox.Handler],
+) -> None:
+    # A digest pass whose ``now`` was fixed minutes before it drains: its lease still runs
+    # on the wall clock, so a worker woken by its commit does not send the email again.
+    from django.utils import timezone
+
+    runs: list[int] = []
+    old = timezone.now() - 2 * LEASE
+
+    def send(payload: Mapping[str, Any], now: datetime) -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            outbox.drain(kinds=[WORK])  # a worker with the real clock, meanwhile
+
+    outbox.register(WORK, send, atomic=False)
+    outbox.enqueue(WORK, [{}], now=old)
+    assert outbox.drain(clock=lambda: old, kinds=[WORK]).done == 1
+    assert runs == [1]
+    assert not outbox.pending([WORK]).exists()
+
+
+def test_a_lease_taken_over_after_it_ran_out_is_marked_by_its_new_holder_only(
+    handlers: dict[str, outbox.Handler],
+) -> None:
+    from django.utils import timezone
+
+    runs: list[int] = []
+
+    def send(payload: Mapping[str, Any], now: datetime) -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            # The first holder is slow past its lease: another drain takes the message over.
+            OutboxMessage.objects.filter(kind=WORK).update(available_at=timezone.now())
+            assert outbox.drain(kinds=[WORK]).done == 1
+
+    outbox.register(WORK, send, atomic=False)
+    outbox.enqueue(WORK, [{}], now=timezone.now())
+    first = outbox.drain(kinds=[WORK])
+    # Sent twice (the lease ran out), but counted once, by the holder of the last attempt.
+    assert (len(runs), first.done) == (2, 0)
+    assert OutboxMessage.objects.get(kind=WORK).attempts == 2

@@ -129,11 +129,12 @@ def resolve_cleared(
         },
         now=now,
     )
-    taken = {pk for pk, _reason in done}
-    for why, group in groups.items():
-        events.changed(
-            AlertTransition.RESOLVED, [pk for pk in group if pk in taken], now, reason=why.note
-        )
+    # One event per note: each chain of a batch has its own touch, not its own reason.
+    by_note: dict[str, list[int]] = defaultdict(list)
+    for pk, _reason in done:
+        by_note[rows.values[pk][1]].append(pk)
+    for note, ids in by_note.items():
+        events.changed(AlertTransition.RESOLVED, ids, now, reason=note)
     return [pk for pk, _reason in done]
 
 

@@ -46,8 +46,9 @@ BACKOFF = (
     timedelta(hours=1),
     timedelta(hours=2),
 )
-#: How long a claimed side effect is left to finish before it may be claimed again.
-LEASE = timedelta(minutes=5)
+#: How long a claimed side effect is left to finish before it may be claimed again: longer
+#: than the drain task's hard time limit (5 minutes), so a running send is never taken twice.
+LEASE = timedelta(minutes=10)
 #: Finished messages are deleted after this long (failed ones are kept).
 KEEP_DONE = timedelta(days=7)
 
@@ -173,18 +174,23 @@ def _drain_one(
                 message.save(update_fields=["attempts", "done_at"])
                 result.done += 1
             return True
-        # A side effect: take a lease and commit it before the effect runs.
-        message.available_at = at + LEASE
+        # A side effect: take a lease and commit it before the effect runs. The lease runs on
+        # the wall clock, whatever clock the caller gives: it guards against other processes.
+        message.available_at = max(at, timezone.now()) + LEASE
         message.save(update_fields=["attempts", "available_at"])
+    # Ours while the attempt is: a drain that took it over after the lease ran out has
+    # counted another attempt, and only the holder of the last attempt marks it.
+    ours = OutboxMessage.objects.filter(pk=message.pk, attempts=message.attempts)
     try:
         found.run(message.payload, at)
     except Exception as exc:
         logger.exception("outbox %s failed", message)
         with transaction.atomic():
-            _failed(message, clock(), repr(exc), found.max_attempts, result)
+            if ours.select_for_update().exists():
+                _failed(message, clock(), repr(exc), found.max_attempts, result)
     else:
-        OutboxMessage.objects.filter(pk=message.pk).update(done_at=clock())
-        result.done += 1
+        if ours.update(done_at=clock()):
+            result.done += 1
     return True
 
 

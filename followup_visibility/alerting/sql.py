@@ -100,9 +100,11 @@ def among(model: type[models.Model], field: str, values: Sequence[Any]) -> model
         return models.Q(**{f"{field}__in": list(values)})
     concrete = cast("Field[Any, Any]", model._meta.get_field(field))
     column = f"{table(model)}.{quote(str(concrete.column))}"
-    values = list(values)
+    values = [concrete.get_prep_value(v) for v in values]
     if not values:
         return models.Q(pk__in=[])
+    if not all(type(v) is int for v in values):
+        return models.Q(RawSQL(f"{column} = ANY(%s)", (values,), output_field=BooleanField()))
     # The range lets the planner use the column's index: it cannot size an array of thousands
     # of keys, and guessed a scan of the whole table for it.
     return models.Q(

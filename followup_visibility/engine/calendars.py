@@ -13,11 +13,14 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext as _
 
 from followup_visibility.choices import Weekday
+from followup_visibility.engine import generation
 from followup_visibility.engine.business_time import BusinessCalendar, Window
 from followup_visibility.models import Calendar, ClosedDate, SpecialHours, Team, WorkingWindow
 
-# Engine calendars by (pk, version, updated_at): a change bumps the version, so entries never
-# go stale; updated_at tells apart a new row that reuses a deleted row's key (SQLite does).
+# Engine calendars by (pk, version, updated_at, configuration token): a change bumps the
+# version; updated_at tells apart a new row that reuses a deleted row's key (SQLite does); the
+# token, new and random at every change, keeps an engine built inside a transaction that
+# rolled back (its version number is used again by the next change) from being taken.
 _cache: dict[tuple[Any, ...], BusinessCalendar] = {}
 
 
@@ -91,9 +94,10 @@ def build(
 def load(calendar_ids: Iterable[int]) -> dict[int, BusinessCalendar]:
     """Engine calendars for these ids, from the process cache when their version is current."""
     rows = {c.pk: c for c in Calendar.objects.filter(pk__in=set(calendar_ids))}
+    token = generation.token() if rows else ""
     found, missing = {}, []
     for pk, row in rows.items():
-        cached = _cache.get((pk, row.version, row.updated_at))
+        cached = _cache.get((pk, row.version, row.updated_at, token)) if token else None
         if cached is None:
             missing.append(pk)
         else:
@@ -119,7 +123,8 @@ def load(calendar_ids: Iterable[int]) -> dict[int, BusinessCalendar]:
             engine = build(row, windows[pk], closed[pk], special[pk])
             for key in [k for k in _cache if k[0] == pk]:
                 del _cache[key]
-            _cache[(pk, row.version, row.updated_at)] = engine
+            if token:
+                _cache[(pk, row.version, row.updated_at, token)] = engine
             found[pk] = engine
     return found
 

@@ -8,6 +8,7 @@ targets for the whole batch, and ends in one refresh.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
@@ -197,7 +198,10 @@ def record_touches(
                 ),
             )
             if touch_recorded.has_listeners(Touch):
+                # As the refresh left them, not as they were resolved before the touch.
+                current = TrackedOpportunity.objects.in_bulk({t.opportunity_id for t in created})
                 for touch in created:
+                    touch.opportunity = current[touch.opportunity_id]
                     send_on_commit(
                         touch_recorded, Touch, touch=touch, opportunity=touch.opportunity
                     )
@@ -222,10 +226,12 @@ def _parse(
             if unknown or missing:
                 continue
             item = NewTouch(**raw)
-        item = replace(
-            item, recorded_at=item.recorded_at or now, metadata=dict(item.metadata or {})
-        )
-        for name, message in _validate(item, now).items():
+        item = replace(item, recorded_at=item.recorded_at or now)
+        found = _validate(item, now)
+        if "metadata" not in found:
+            # Stored as JSON: compared with a repeat as it will read back.
+            item = replace(item, metadata=json.loads(json.dumps(item.metadata or {})))
+        for name, message in found.items():
             errors[f"{index}.{name}"] = [message]
         items.append(item)
     return items, errors
@@ -338,6 +344,11 @@ def _validate(item: NewTouch, now: datetime) -> dict[str, str]:
     if not isinstance(item.external_id, str) or len(item.external_id) > 255:
         errors["external_id"] = _("At most 255 characters.")
     metadata: object = item.metadata  # mappings given by callers may hold anything
-    if not isinstance(metadata, Mapping):
+    if metadata is not None and not isinstance(metadata, Mapping):
         errors["metadata"] = _("A mapping is required.")
+    elif metadata:
+        try:
+            json.dumps(metadata)
+        except (TypeError, ValueError) as exc:
+            errors["metadata"] = _("Must be plain JSON: %(error)s.") % {"error": exc}
     return errors
