@@ -58,8 +58,6 @@ SECOND = timedelta(seconds=1)
 
 TARGET_BATCH_PER_S = 1000.0  # touches/s of batch ingestion on one connection, at least
 
-TEAMS = [("new-york", "New York"), ("london", "London"), ("sydney", "Sydney")]
-REPS = 40
 SOURCE = "bench"
 
 # The earlier touches of an opportunity with k of them are the first k of these: channel,
@@ -124,70 +122,12 @@ def module(old: str, new: str) -> Any:
         return importlib.import_module(f"followup_visibility.{old}")
 
 
-def table(model: Any) -> str:
-    from django.db import connection
-
-    return str(connection.ops.quote_name(model._meta.db_table))
-
-
-def run_sql(statement: str, params: Any = None) -> int:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(statement, params)
-        return int(cursor.rowcount)
+table = _database.table
+run_sql = _database.run_sql
 
 
 def seed_opportunities(n: int) -> int:
-    """N open opportunities, one INSERT; team and segment as assignment would leave them."""
-    from django.contrib.auth import get_user_model
-    from django.contrib.contenttypes.models import ContentType
-
-    from followup_visibility.models import Calendar, Team, TrackedOpportunity
-
-    calendar = Calendar.objects.get(is_default=True)
-    # bulk_create sends no signal: a new team would otherwise plan a recompute in Celery.
-    teams = Team.objects.bulk_create(
-        Team(key=key, name=name, calendar=calendar) for key, name in TEAMS
-    )
-    user = get_user_model()
-    reps = user.objects.bulk_create(user(username=f"rep{i}", password="!") for i in range(REPS))
-    content_type = ContentType.objects.get_by_natural_key("crm", "lead")
-
-    run_sql("SELECT setseed(0.2026)")
-    # One opportunity in ten has no owner and one in four no team, as in a real inbox. No
-    # segment: there are no segment rules, so assignment leaves segment_source empty too.
-    return run_sql(
-        f"""
-        INSERT INTO {table(TrackedOpportunity)} (
-            content_type_id, object_pk, title, stage, status, close_reason, arrived_at,
-            team_key, team_id, segment_hints, segment_code, segment_source, owner_id,
-            owner_confirmed_at, next_action_note, snapshot_digest, stalled_reason,
-            created_at, updated_at
-        )
-        SELECT %(ct)s, g::text, 'Lead ' || g,
-               (ARRAY['', 'new', 'qualification', 'proposal', 'negotiation'])[1 + g %% 5],
-               'open', '', a.arrived_at,
-               COALESCE((%(team_keys)s::text[])[1 + g %% 4], ''), (%(teams)s::bigint[])[1 + g %% 4],
-               '{{}}'::jsonb, '', '',
-               CASE WHEN g %% 10 <> 0 THEN (%(reps)s::int[])[1 + (g * 7) %% %(n_reps)s] END,
-               CASE WHEN g %% 10 <> 0 THEN a.arrived_at + interval '1 hour' END,
-               '', '', '', a.arrived_at, a.arrived_at
-        FROM generate_series(1, %(n)s) g
-        CROSS JOIN LATERAL (
-            SELECT %(t0)s - random() * interval '42 days' + g * interval '0' AS arrived_at
-        ) a
-        """,
-        {
-            "ct": content_type.pk,
-            "team_keys": [key for key, _ in TEAMS],
-            "teams": [t.pk for t in teams],
-            "reps": [u.pk for u in reps],
-            "n_reps": REPS,
-            "n": n,
-            "t0": T0,
-        },
-    )
+    return _database.seed_opportunities(n, T0)
 
 
 def seed_touches() -> int:
