@@ -17,8 +17,6 @@ from followup_visibility.choices import Direction, SegmentSource
 from followup_visibility.engine import timeline
 from followup_visibility.models import Segment, SegmentRule, Team, Touch, TrackedOpportunity
 
-ASSIGNED_FIELDS = ["team", "segment", "segment_source"]
-
 
 @dataclass(frozen=True)
 class _Rule:
@@ -96,10 +94,6 @@ class Organisation:
                 "hint_value",
             )
         )
-
-    @classmethod
-    def load(cls) -> Organisation:
-        return cls()
 
 
 def _arrival_touches(opps: Sequence[TrackedOpportunity]) -> dict[int, dict[str, Any]]:

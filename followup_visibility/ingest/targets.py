@@ -180,8 +180,3 @@ def follow(opps: Mapping[Any, TrackedOpportunity]) -> dict[Any, TrackedOpportuni
         if not moved:
             break
     return current
-
-
-def follow_to_current(opportunity: TrackedOpportunity) -> TrackedOpportunity:
-    """The record a touch on ``opportunity`` belongs on (see :func:`follow`)."""
-    return follow({0: opportunity})[0]
