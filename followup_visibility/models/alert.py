@@ -320,6 +320,9 @@ class SweepRun(models.Model):
     chunks_done = models.PositiveIntegerField(_("chunks done"), default=0)
     #: The first key of each chunk done: a chunk retried after it committed counts once.
     done_ranges = models.JSONField(_("chunks done (first keys)"), default=list, editable=False)
+    #: Every chunk of a full pass as ``[first, last]`` keys, so that chunks lost with a worker
+    #: can be issued again.
+    ranges = models.JSONField(_("chunks (key ranges)"), default=list, editable=False)
     lag = models.DurationField(_("lag"), null=True, blank=True)
 
     class Meta:

@@ -40,6 +40,9 @@ class TrackedOpportunity(models.Model):
     segment_hints = models.JSONField(_("segment hints"), default=dict, blank=True)
     #: A segment code reported by the host through its adapter (empty: use the rules).
     segment_code = models.CharField(_("host segment code"), max_length=50, blank=True)
+    #: The host company (tenant) the object belongs to, from the adapter's ``tenant``; empty
+    #: on single-company hosts, where scope ignores it.
+    tenant = models.CharField(_("tenant"), max_length=64, blank=True, db_index=True)
 
     # Resolved by us (see assignment.py): which team's calendar and which segment's SLAs apply.
     team = models.ForeignKey(
