@@ -53,4 +53,4 @@ def create_defaults(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [("followup_visibility", "0002_calendars_segments_teams_policies")]
 
-    operations = [migrations.RunPython(create_defaults, migrations.RunPython.noop)]
+    operations = [migrations.RunPython(create_defaults, migrations.RunPython.noop, elidable=True)]

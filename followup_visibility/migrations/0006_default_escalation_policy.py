@@ -28,4 +28,4 @@ def create(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [("followup_visibility", "0005_alert_lifecycle_escalation")]
 
-    operations = [migrations.RunPython(create, migrations.RunPython.noop)]
+    operations = [migrations.RunPython(create, migrations.RunPython.noop, elidable=True)]

@@ -27,7 +27,7 @@ class Migration(migrations.Migration):
             name="alert_raised_at",
             field=models.DateTimeField(null=True, verbose_name="alert raised at"),
         ),
-        migrations.RunPython(fill_alert_raised_at, migrations.RunPython.noop),
+        migrations.RunPython(fill_alert_raised_at, migrations.RunPython.noop, elidable=True),
         migrations.AlterField(
             model_name="escalation",
             name="alert_raised_at",

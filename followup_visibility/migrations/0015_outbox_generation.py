@@ -53,5 +53,5 @@ class Migration(migrations.Migration):
                 'constraints': [models.UniqueConstraint(condition=models.Q(('done_at__isnull', True), ('failed_at__isnull', True), models.Q(('key', ''), _negated=True)), fields=('key',), name='fv_outbox_pending_key')],
             },
         ),
-        migrations.RunPython(create_generation, migrations.RunPython.noop),
+        migrations.RunPython(create_generation, migrations.RunPython.noop, elidable=True),
     ]
