@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -36,9 +36,12 @@ class Snapshot:
     segment_code: str = ""
     phones: tuple[str, ...] = ()
     emails: tuple[str, ...] = ()
-    next_action_due_at: datetime | None = None
+    #: A ``date`` (the host keeps a ``DateField``) is due at the end of that business day.
+    next_action_due_at: datetime | date | None = None
     #: ``"app_label.model:pk"`` of the predecessor, so that relinking a deal counts as a change.
     predecessor: str = ""
+    #: The host company the object belongs to (``""``: the host keeps one company).
+    tenant: str = ""
 
     def digest(self) -> str:
         """A stable hash, so reconcile can skip rows whose host state has not moved.
@@ -46,7 +49,11 @@ class Snapshot:
         Values are canonical: an in-memory ``Decimal("10")`` and the ``Decimal("10.00")`` read
         back from the database, or one instant in two time zones, hash the same.
         """
-        payload = json.dumps(asdict(self), sort_keys=True, default=_canonical)
+        fields = asdict(self)
+        if not fields["tenant"]:
+            # Hashed as before tenants existed: a single-company host resyncs nothing.
+            del fields["tenant"]
+        payload = json.dumps(fields, sort_keys=True, default=_canonical)
         return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -83,13 +90,22 @@ class OpportunityAdapter:
     segment_field: str | None = None
     #: FK on this model to the host object it was converted from (a deal's lead).
     predecessor_field: str | None = None
+    #: Field naming the company (tenant) a row belongs to, on hosts that keep several in one
+    #: database: a foreign key is read as its key (``<field>_id``), anything else as text.
+    tenant_field: str | None = None
 
     def __init__(self, model: type[models.Model]) -> None:
         self.model = model
 
     def get_queryset(self) -> models.QuerySet[Any]:
-        """Host rows considered by backfill and reconcile."""
-        return self.model._default_manager.all()
+        """The host rows that exist for the app: backfill and reconcile sync them, and
+        reconcile closes as deleted a tracked record whose row this leaves out.
+
+        The base manager by default, never the default manager: a default manager may filter
+        by the current request's company (or hide soft-deleted rows), and a reconcile run
+        inside that request must still see every row. Override it to leave rows out.
+        """
+        return self.model._base_manager.all()
 
     def get_title(self, obj: Any) -> str:
         return str(obj)[:255]
@@ -151,11 +167,12 @@ class OpportunityAdapter:
     def get_emails(self, obj: Any) -> tuple[str, ...]:
         return _non_empty(getattr(obj, name) for name in self.email_fields)
 
-    def get_next_action_due_at(self, obj: Any) -> datetime | None:
-        """The host's dated next step, if it keeps one."""
+    def get_next_action_due_at(self, obj: Any) -> datetime | date | None:
+        """The host's dated next step, if it keeps one: an aware datetime, or a date, which is
+        due at the end of that business day in the opportunity's calendar."""
         if self.next_action_field is None:
             return None
-        value: datetime | None = getattr(obj, self.next_action_field)
+        value: datetime | date | None = getattr(obj, self.next_action_field)
         return value
 
     def get_predecessor(self, obj: Any) -> models.Model | None:
@@ -164,6 +181,18 @@ class OpportunityAdapter:
             return None
         value: models.Model | None = getattr(obj, self.predecessor_field)
         return value
+
+    def get_tenant(self, obj: Any) -> str:
+        """The company (tenant) ``obj`` belongs to, as text; ``""`` when ``tenant_field`` is
+        ``None``. Scope and notifications compare it with the user's tenants
+        (``FOLLOWUP_VISIBILITY_USER_TENANTS``)."""
+        if self.tenant_field is None:
+            return ""
+        field = self.model._meta.get_field(self.tenant_field)
+        # A foreign key by its key: reading the related company would cost a query per row.
+        name = field.attname if isinstance(field, models.ForeignKey) else self.tenant_field
+        value = getattr(obj, name)
+        return "" if value is None else str(value)
 
     def get_predecessor_key(self, obj: Any) -> str:
         predecessor = self.get_predecessor(obj)
@@ -185,7 +214,15 @@ class OpportunityAdapter:
             emails=self.get_emails(obj),
             next_action_due_at=self.get_next_action_due_at(obj),
             predecessor=self.get_predecessor_key(obj),
+            tenant=tenant_key(self.get_tenant(obj)),
         )
+
+
+def tenant_key(value: Any) -> str:
+    """A tenant as stored (``TrackedOpportunity.tenant``, 64 characters): its text, or the
+    SHA-256 of a longer text, since cutting two long keys could make them one tenant."""
+    text = str(value)
+    return text if len(text) <= 64 else hashlib.sha256(text.encode()).hexdigest()
 
 
 def _non_empty(values: Iterable[Any]) -> tuple[str, ...]:

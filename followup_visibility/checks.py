@@ -11,7 +11,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import FieldDoesNotExist, ValidationError
-from django.db import DatabaseError
+from django.db import DatabaseError, models
 from django.utils.module_loading import import_string
 
 from followup_visibility.adapters import OpportunityAdapter
@@ -19,6 +19,7 @@ from followup_visibility.conf import PREFIX, app_settings
 from followup_visibility.engine import calendars
 from followup_visibility.models import Calendar, EscalationPolicy, SlaPolicy
 from followup_visibility.models.policy import DURATION_FIELDS
+from followup_visibility.registry import admin_site_problems
 
 REQUIRED_APPS = ("django.contrib.auth", "django.contrib.contenttypes", "simple_history")
 
@@ -34,6 +35,7 @@ _FIELD_ATTRIBUTES = (
     "next_action_field",
     "predecessor_field",
     "segment_field",
+    "tenant_field",
 )
 _FIELD_TUPLE_ATTRIBUTES = ("phone_fields", "email_fields", "segment_hint_fields")
 
@@ -41,6 +43,7 @@ _FIELD_TUPLE_ATTRIBUTES = ("phone_fields", "email_fields", "segment_hint_fields"
 def register() -> None:
     checks.register(check_settings, "followup_visibility")
     checks.register(check_tracked_models, "followup_visibility")
+    checks.register(check_admin_sites, "followup_visibility", checks.Tags.admin)
     checks.register(check_configuration_rows, "followup_visibility", checks.Tags.database)
 
 
@@ -100,6 +103,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 )
             )
     errors += _check_alert_settings()
+    errors += _check_user_tenants()
     # Typed as what a host may write, not what it should.
     rules: Sequence[object] = app_settings.TOUCH_RULES
     if isinstance(rules, str):
@@ -201,6 +205,47 @@ def _check_alert_settings() -> list[checks.CheckMessage]:
     return errors
 
 
+def _check_user_tenants() -> list[checks.CheckMessage]:
+    path: object = app_settings.USER_TENANTS
+    if path is None:
+        return []
+    problem = ""
+    if not isinstance(path, str) or not path:
+        problem = "is not a dotted path"
+    else:
+        try:
+            hook = import_string(path)
+        except ImportError as exc:
+            problem = f"cannot be imported: {exc}"
+        else:
+            if not callable(hook):
+                problem = "is not callable"
+    if not problem:
+        return []
+    return [
+        _error(
+            "followup_visibility.E031",
+            f"{PREFIX}USER_TENANTS {path!r} {problem}.",
+            "Name a function (user) -> the user's tenant keys, or None for every tenant; "
+            "or leave the setting unset when the host keeps one company.",
+        )
+    ]
+
+
+def check_admin_sites(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Every entry of ``ADMIN_SITES`` names an admin site (an entry that does not is left
+    out when the model admins are registered, so the app's pages are missing from it)."""
+    return [
+        _error(
+            "followup_visibility.E030",
+            f"{PREFIX}ADMIN_SITES: {path!r}: {problem}.",
+            'A list of dotted paths to AdminSite instances, e.g. ["crm.admin.crm_site"]; '
+            "[] registers nothing (then call followup_visibility.admin.register(site)).",
+        )
+        for path, problem in admin_site_problems()
+    ]
+
+
 def check_tracked_models(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     tracked = app_settings.TRACKED_MODELS
     name = f"{PREFIX}TRACKED_MODELS"
@@ -256,7 +301,52 @@ def check_tracked_models(app_configs: Any = None, **kwargs: Any) -> list[checks.
             )
             continue
         errors += _check_adapter_fields(model, adapter_class)
+        errors += _check_next_action_field(model, adapter_class)
+        errors += _check_adapter_tenant(model, adapter_class)
     return errors
+
+
+def _check_adapter_tenant(model: Any, adapter_class: type[OpportunityAdapter]) -> list[Any]:
+    """With tenancy on, a model whose adapter reports no tenant is visible to no one whose
+    tenants are limited (its opportunities' tenant is empty)."""
+    if not app_settings.USER_TENANTS:
+        return []
+    if adapter_class.tenant_field is not None or (
+        adapter_class.get_tenant is not OpportunityAdapter.get_tenant
+    ):
+        return []
+    return [
+        checks.Warning(
+            f"{PREFIX}USER_TENANTS is set but {adapter_class.__qualname__} reports no tenant "
+            f"for {model._meta.label}.",
+            hint="Set tenant_field (or override get_tenant). Until then its opportunities are "
+            "seen only by users whose tenants include '' or who see every tenant.",
+            id="followup_visibility.W003",
+        )
+    ]
+
+
+def _check_next_action_field(model: Any, adapter_class: type[OpportunityAdapter]) -> list[Any]:
+    """The host's next step must be a date or a datetime (a missing field is E010's)."""
+    name = adapter_class.next_action_field
+    try:
+        field = model._meta.get_field(name) if name is not None else None
+    except FieldDoesNotExist:
+        return []
+    # A DateTimeField is a DateField too: both are read as they should be.
+    if field is None or isinstance(field, models.DateField):
+        return []
+    return [
+        _error(
+            "followup_visibility.E023",
+            f"{adapter_class.__qualname__}.next_action_field names {name!r}, a "
+            f"{type(field).__name__} of {model._meta.label}: neither a DateTimeField nor a "
+            "DateField.",
+            "Name the DateTimeField or DateField holding the next step's due date, or set "
+            "next_action_field to None and override get_next_action_due_at to return an aware "
+            "datetime or a date.",
+        )
+    ]
 
 
 def _check_adapter_fields(model: Any, adapter_class: type[OpportunityAdapter]) -> list[Any]:
@@ -300,13 +390,19 @@ def check_configuration_rows(
     """Calendars and SLA policies are rows; run with ``check --database default`` (and migrate)."""
     if not databases:
         return []
-    errors: list[checks.CheckMessage] = []
     try:
-        default_calendar = Calendar.objects.filter(is_default=True).first()
-        default_policy = SlaPolicy.objects.filter(is_default=True).first()
-        stored = list(Calendar.objects.all())
+        return _check_rows()
     except DatabaseError:
-        return []  # not migrated yet: migrate runs these checks again afterwards
+        # Not migrated yet, or only partly (a host upgrading from an older migration has
+        # some of the tables these read): migrate runs these checks again afterwards.
+        return []
+
+
+def _check_rows() -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    default_calendar = Calendar.objects.filter(is_default=True).first()
+    default_policy = SlaPolicy.objects.filter(is_default=True).first()
+    stored = list(Calendar.objects.all())
     if default_calendar is None:
         errors.append(
             _error(

@@ -108,5 +108,20 @@ class Settings:
         value: bool = self._get("NOTIFY_EMAIL", True)
         return value
 
+    @property
+    def ADMIN_SITES(self) -> Sequence[str]:
+        """Dotted paths of the admin sites the app's model admins are registered on; ``[]``
+        registers none (the host calls ``followup_visibility.admin.register(site)``)."""
+        value: Sequence[str] = self._get("ADMIN_SITES", ("django.contrib.admin.site",))
+        return value
+
+    @property
+    def USER_TENANTS(self) -> str | None:
+        """Dotted path of a callable ``(user) -> Iterable[str] | None``: the companies
+        (tenants) ``user`` may see and be told about, ``None`` for every one. Unset (``None``):
+        tenancy is off and no opportunity is limited by its tenant."""
+        value: str | None = self._get("USER_TENANTS", None)
+        return value
+
 
 app_settings = Settings()

@@ -6,6 +6,7 @@ from functools import cache
 from typing import Any
 
 from django.apps import apps
+from django.contrib.admin import AdminSite
 from django.core.signals import setting_changed
 from django.db import models
 from django.dispatch import receiver
@@ -51,3 +52,35 @@ def is_tracked(model: type[models.Model]) -> bool:
 def _clear_cache(*, setting: str, **kwargs: Any) -> None:
     if setting.startswith(PREFIX):
         _build.cache_clear()
+
+
+# Admin sites ---------------------------------------------------------------------------------
+
+
+def admin_site_problems() -> list[tuple[str, str]]:
+    """``(path, problem)`` for each entry of ``FOLLOWUP_VISIBILITY_ADMIN_SITES`` that is not
+    an importable ``AdminSite`` (reported by the check ``followup_visibility.E030``)."""
+    return [(path, problem) for path, _site, problem in _resolve() if problem]
+
+
+def configured_admin_sites() -> list[AdminSite]:
+    """The admin sites ``FOLLOWUP_VISIBILITY_ADMIN_SITES`` names (those that import)."""
+    return [site for _path, site, problem in _resolve() if site is not None and not problem]
+
+
+def _resolve() -> list[tuple[str, AdminSite | None, str]]:
+    paths = app_settings.ADMIN_SITES
+    if isinstance(paths, str):
+        return [(paths, None, "the setting is a string; it must be a list of dotted paths")]
+    resolved: list[tuple[str, AdminSite | None, str]] = []
+    for path in paths:
+        try:
+            site = import_string(path)
+        except ImportError as exc:
+            resolved.append((path, None, f"it does not import ({exc})"))
+            continue
+        if not isinstance(site, AdminSite):
+            resolved.append((path, None, "it is not an AdminSite instance"))
+            continue
+        resolved.append((path, site, ""))
+    return resolved

@@ -17,13 +17,15 @@ from followup_visibility.registry import adapters, get_adapter
 
 logger = logging.getLogger(__name__)
 
-#: Far below Redis's visibility timeout (1 h): a task killed by the hard limit is redelivered
-#: (acks_late) rather than left half-done, and the work is idempotent.
+#: Far below Redis's visibility timeout (1 h), so that a running task is never delivered to a
+#: second worker. A task killed by the hard limit is acknowledged (Celery's default), not
+#: redelivered: beat runs each job again, and the sweep issues lost chunks again.
 _LIMITS: dict[str, Any] = {"soft_time_limit": 240, "time_limit": 300}
 #: Reconciling reads every tracked host row: minutes at a million. Still under the visibility
 #: timeout, so that a running reconcile is never delivered to a second worker.
 _LONG_LIMITS: dict[str, Any] = {"soft_time_limit": 3000, "time_limit": 3300}
-#: Every task: a task whose worker dies is redelivered rather than lost (it is idempotent).
+#: Every task: a task whose worker dies is delivered again rather than lost (it is
+#: idempotent); on Redis, after the visibility timeout.
 _LATE: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True}
 _RETRY: dict[str, Any] = {
     "autoretry_for": (OperationalError,),
@@ -116,22 +118,39 @@ def _same_queue(task: Task[Any, Any]) -> dict[str, Any]:
     **_LATE,
     **_LIMITS,
 )
-def sweep_pass(self: Task[Any, Any], full: bool = False) -> dict[str, Any]:
+def sweep_pass(self: Task[Any, Any], full: bool = False, now: str | None = None) -> dict[str, Any]:
     """Run a steady sweep pass whole, or start a full one and enqueue one ``sweep_chunk``
-    task per key range.
+    task per key range; then enqueue again the chunks of a full pass lost with a worker.
 
     When another pass is starting (advisory lock held) a steady pass is skipped (the next
     beat tick catches up) and a full one waits for it; the database constraints would absorb
-    a duplicate pass anyway.
+    a duplicate pass anyway. ``now``: the clock as an ISO 8601 time with an offset (default:
+    the current time).
     """
-    now = timezone.now()
-    started = sweep.start(now, full=full)
-    if started is None:
-        return {"skipped": True}
-    run, ranges = started
-    for first, last in ranges:
-        sweep_chunk.apply_async((run.pk, first, last, now.isoformat()), **_same_queue(self))
-    return {"run": run.pk, "chunks": len(ranges)}
+    clock = _parse_clock(now)
+    route = _same_queue(self)
+    started = sweep.start(clock, full=full)
+    result: dict[str, Any] = {"skipped": True}
+    if started is not None:
+        run, ranges = started
+        for first, last in ranges:
+            sweep_chunk.apply_async((run.pk, first, last, clock.isoformat()), **route)
+        result = {"run": run.pk, "chunks": len(ranges)}
+    # After the pass: a full pass just started makes an earlier one's lost chunks moot.
+    lost = sweep.lost_chunks(clock, after=sweep.LOST_AFTER)
+    for chunk in lost:
+        args = (chunk.run_id, chunk.first, chunk.last, chunk.now.isoformat())
+        sweep_chunk.apply_async(args, **route)
+    return {**result, "reissued": len(lost)}
+
+
+def _parse_clock(now: str | None) -> datetime:
+    if now is None:
+        return timezone.now()
+    clock = datetime.fromisoformat(now)
+    if timezone.is_naive(clock):
+        raise ValueError(f"now {now!r} has no UTC offset")
+    return clock
 
 
 @shared_task(
@@ -164,6 +183,12 @@ def escalate() -> dict[str, int]:
     **_RETRY,
 )
 def notify() -> dict[str, int]:
-    """Notify owners of high-severity alerts, then deliver what quiet hours allow."""
+    """Notify owners of high-severity alerts, then deliver what quiet hours allow.
+
+    ``digests``: composed; ``sent``: accepted by the mail backend in this task's drain;
+    ``failed``: attempts that failed (tried again after their backoff unless given up).
+    """
     now = timezone.now()
-    return {"created": notifications.notify_alerts(now), "digests": notifications.deliver(now)}
+    created = notifications.notify_alerts(now)
+    done = notifications.deliver(now)
+    return {"created": created, "digests": done.composed, "sent": done.sent, "failed": done.failed}

@@ -13,3 +13,11 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 CELERY_TASK_ALWAYS_EAGER = True
+
+# A two-company host: a company key on every lead, and a manager filtered by the current
+# company (tests/test_tenancy.py). Tracked here so that every pass over all models meets it.
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.tenant_host"]  # noqa: F405
+FOLLOWUP_VISIBILITY_TRACKED_MODELS = {
+    **FOLLOWUP_VISIBILITY_TRACKED_MODELS,  # noqa: F405
+    "tenant_host.CompanyLead": "tests.tenant_host.adapters.CompanyLeadAdapter",
+}

@@ -13,6 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import modify_settings, override_settings
 
+from example_project.crm.adapters import LeadAdapter
 from followup_visibility.adapters import OpportunityAdapter
 from followup_visibility.engine import calendars
 from followup_visibility.models import (
@@ -315,6 +316,45 @@ def test_e010_fields_set_to_none_are_skipped() -> None:
         assert "no issues" in run_check()
 
 
+class TextNextActionAdapter(LeadAdapter):
+    """Reads the next step from a text field (E023)."""
+
+    next_action_field = "company"
+
+
+class DateNextActionAdapter(OpportunityAdapter):
+    """A host model whose next step is a ``DateField`` (``ClosedDate.date`` stands in)."""
+
+    owner_field = stage_field = status_field = None
+    arrived_at_field = "date"
+    next_action_field = "date"
+
+
+def test_e023_next_action_field_that_is_no_date() -> None:
+    tracked = {"crm.Lead": "tests.test_checks.TextNextActionAdapter"}
+    with override_settings(FOLLOWUP_VISIBILITY_TRACKED_MODELS=tracked):
+        output = run_failing_check()
+    ((_msg, hint),) = assert_reported(
+        output, "followup_visibility.E023", "TextNextActionAdapter.next_action_field", "'company'"
+    )
+    assert "CharField" in _msg and "crm.Lead" in _msg
+    assert "DateField" in hint
+    assert our_ids(output) == {"followup_visibility.E023"}
+
+
+@pytest.mark.parametrize(
+    "tracked",
+    [
+        {"crm.Lead": LEAD_ADAPTER},  # next_step_at: a DateTimeField
+        {"followup_visibility.ClosedDate": "tests.test_checks.DateNextActionAdapter"},
+    ],
+    ids=["datetime-field", "date-field"],
+)
+def test_e023_a_datetime_or_date_next_action_field_passes(tracked: dict[str, str]) -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_TRACKED_MODELS=tracked):
+        assert "no issues" in run_check()
+
+
 def test_e011_use_tz_false() -> None:
     with override_settings(USE_TZ=False):
         output = run_failing_check()
@@ -526,3 +566,54 @@ def test_w002_no_default_escalation_policy(configured: Any) -> None:
     EscalationPolicy.objects.filter(is_default=True).delete()
     messages_ = run_checks(databases=["default"])
     assert [m.id for m in messages_ if m.id.startswith("followup")] == ["followup_visibility.W002"]
+
+
+TENANT_HOOK = "tests.tenant_host.models.user_tenants"
+TENANT_HOST = {"tenant_host.CompanyLead": "tests.tenant_host.adapters.CompanyLeadAdapter"}
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        ("tests.tenant_host.models.no_such_hook", "cannot be imported"),
+        ("tests.tenant_host.models.current_company", "is not callable"),
+        (["tests.tenant_host.models.user_tenants"], "is not a dotted path"),
+    ],
+)
+def test_e031_user_tenants_not_a_callable(path: Any, problem: str) -> None:
+    with override_settings(
+        FOLLOWUP_VISIBILITY_USER_TENANTS=path, FOLLOWUP_VISIBILITY_TRACKED_MODELS=TENANT_HOST
+    ):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E031", "USER_TENANTS", problem)
+    assert our_ids(output) == {"followup_visibility.E031"}
+
+
+def test_e031_a_callable_hook_passes() -> None:
+    with override_settings(
+        FOLLOWUP_VISIBILITY_USER_TENANTS=TENANT_HOOK, FOLLOWUP_VISIBILITY_TRACKED_MODELS=TENANT_HOST
+    ):
+        assert "no issues" in run_check()
+
+
+def test_w003_a_tracked_model_without_a_tenant_under_tenancy() -> None:
+    tracked = {**TENANT_HOST, "crm.Lead": LEAD_ADAPTER}
+    with override_settings(
+        FOLLOWUP_VISIBILITY_USER_TENANTS=TENANT_HOOK, FOLLOWUP_VISIBILITY_TRACKED_MODELS=tracked
+    ):
+        output = run_check()
+    assert_reported(output, "followup_visibility.W003", "LeadAdapter", "crm.Lead")
+    assert our_ids(output) == {"followup_visibility.W003"}
+
+
+class MisnamedTenantAdapter(OpportunityAdapter):
+    """Names a tenant field ``crm.Lead`` does not have (E010)."""
+
+    tenant_field = "organisation"
+
+
+def test_e010_checks_the_tenant_field() -> None:
+    tracked = {"crm.Lead": "tests.test_checks.MisnamedTenantAdapter"}
+    with override_settings(FOLLOWUP_VISIBILITY_TRACKED_MODELS=tracked):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E010", "tenant_field", "'organisation'")

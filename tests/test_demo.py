@@ -1,12 +1,15 @@
+import re
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from example_project.crm.models import Deal, Lead
 from example_project.crm.seed import seed
 from followup_visibility.choices import Status
+from followup_visibility.engine import access
 from followup_visibility.models import DuplicateMatch, Handoff, Touch, TrackedOpportunity
 from tests.conftest import NOW
 
@@ -41,8 +44,26 @@ def test_demo_command_seeds_once_and_prints_logins(db):
     call_command("demo", "--no-serve", "--leads", "15", stdout=out)
     text = out.getvalue()
     assert "Seeded 15 leads" in text
-    assert "admin / admin" in text and "maria / demo" in text
     assert "http://127.0.0.1:8000/admin/" in text
+    # Every login with its role and what it sees, counted through the scope rule.
+    for username, role in [
+        ("admin", "superuser: sees all"),
+        ("ops", "operations (followup_visibility.view_all_opportunities): sees all"),
+        ("olivia", "manager of Sales: sees EMEA, Sales, US East:"),
+        ("maria", "manager of US East: sees US East:"),
+        ("nina", "manager of EMEA: sees EMEA:"),
+        ("alex", "rep in US East: sees own"),
+        ("chen", "rep in EMEA: sees own"),
+    ]:
+        user = get_user_model().objects.get(username=username)
+        count = access.opportunities_for(user).count()
+        password = "admin" if username == "admin" else "demo"
+        assert re.search(
+            rf"^  {username} / {password} +{re.escape(role)} {count} opportunities, \d+ alerts",
+            text,
+            re.M,
+        ), username
+    assert "act on their own" not in text
 
     again = StringIO()
     call_command("demo", "--no-serve", stdout=again)
@@ -58,10 +79,14 @@ def test_seed_configures_segments_teams_and_versioned_policies(db, now):
 
     zones = {t.key: t.calendar.time_zone for t in Team.objects.exclude(calendar=None)}
     assert zones == {"us-east": "America/New_York", "emea": "Europe/London"}
+    managers = {t.key: t.manager.username for t in Team.objects.exclude(calendar=None)}
+    assert managers == {"us-east": "maria", "emea": "nina"}
     for team in Team.objects.exclude(calendar=None):
         assert team.calendar.closed_dates.filter(kind=ClosedDateKind.PUBLIC_HOLIDAY).exists()
-        assert team.manager.username == "maria"
         assert team.parent is not None and team.parent.manager.username == "olivia"
+    # Each lead goes to a rep of its own team, so a manager's subtree is their reps' work.
+    for opp in TrackedOpportunity.objects.exclude(owner=None).select_related("team", "owner"):
+        assert opp.owner.followup_teams.filter(pk=opp.team_id).exists(), opp
     first_response = Deadline.objects.filter(signal=AlertSignal.NO_FIRST_RESPONSE)
     missed = first_response.filter(opportunity__segment__code="missed-call")
     assert missed.exists() and {d.sla for d in missed} == {timedelta(hours=1)}
@@ -105,7 +130,8 @@ def test_seed_shows_alerts_of_every_signal_escalated_and_triaged(db, now):
     } <= statuses
     # Level 1 reaches the teams' manager, level 2 the head of sales one team up.
     notified = Escalation.objects.filter(outcome=EscalationOutcome.NOTIFIED)
-    assert set(notified.filter(level=1).values_list("recipient__username", flat=True)) == {"maria"}
+    level_1 = set(notified.filter(level=1).values_list("recipient__username", flat=True))
+    assert level_1 == {"maria", "nina"}
     assert set(notified.filter(level=2).values_list("recipient__username", flat=True)) == {"olivia"}
     assert Notification.objects.filter(recipient__username="maria").exists()
     assert Suppression.objects.filter(segment__code="brochure").exists()

@@ -607,7 +607,8 @@ def test_nothing_is_sent_before_commit(
         lifecycle.acknowledge(alert, by=rep, now=now)
         run = sweep.sweep(T0 + 3 * HOUR)
     assert run.raised == 1
-    assert len(callbacks) == 2
+    # The events; on PostgreSQL also the sweep's check after its raise (``sweep.recheck``).
+    assert len([c for c in callbacks if c.__module__ != sweep.__name__]) == 2
     assert received == []  # not yet: the transaction has not committed
 
     for callback in callbacks:
@@ -666,7 +667,8 @@ def test_without_receivers_nothing_is_queued_and_the_sweep_asks_for_no_ids(
         steady = sweep.sweep(T0 + 2 * HOUR)
     assert (first.raised, steady.raised) == (1, 1)
     assert asked and not any(asked)
-    assert callbacks == []
+    # No event queued: only the sweep's own checks after its raises and chunks.
+    assert [c for c in callbacks if c.__module__ != sweep.__name__] == []
     assert first_response(lead).status == AlertStatus.ACKNOWLEDGED
 
 

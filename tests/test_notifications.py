@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from io import StringIO
+from smtplib import SMTPServerDisconnected
 from typing import Any
 
 import pytest
 from django.core import mail
+from django.core.mail.backends.base import BaseEmailBackend
+from django.core.management import call_command
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.test import override_settings
+from django.urls import reverse
 
 from followup_visibility.alerting import lifecycle, notifications, outbox, sweep
+from followup_visibility.alerting.notifications import Delivery
 from followup_visibility.choices import AlertSignal, NotificationChannel, NotificationKind, Severity
 from followup_visibility.engine import severity
-from followup_visibility.models import Alert, Notification, Segment, TrackedOpportunity
+from followup_visibility.models import (
+    Alert,
+    Notification,
+    OutboxMessage,
+    Segment,
+    TrackedOpportunity,
+)
 from tests.conftest import postgres_only
 from tests.factories_sla import install_defaults, lead_at, make_calendar, make_team, ny, opportunity
 
-HOUR = timedelta(hours=1)
+SECOND, HOUR = timedelta(seconds=1), timedelta(hours=1)
 LONG = 200 * HOUR
 DURATIONS: dict[str, timedelta | None] = {
     "first_response": HOUR,
@@ -166,10 +179,10 @@ def test_quiet_hours_hold_a_non_critical_email_until_the_next_opening(
     assert email(keen).deliver_after == evening
     assert Notification.objects.filter(channel="inbox", deliver_after=evening).count() == 2
 
-    assert notifications.deliver(evening) == 1
+    assert notifications.deliver(evening) == Delivery(composed=1, sent=1)
     assert len(mailoutbox) == 1 and "Critical" in mailoutbox[0].body
-    assert notifications.deliver(ny(3, 3, 8, 59)) == 0
-    assert notifications.deliver(ny(3, 3, 9)) == 1
+    assert notifications.deliver(ny(3, 3, 8, 59)) == Delivery()
+    assert notifications.deliver(ny(3, 3, 9)) == Delivery(composed=1, sent=1)
     assert "High" in mailoutbox[1].body
     assert email(plain).sent_at == ny(3, 3, 9)
 
@@ -191,7 +204,7 @@ def test_a_digest_groups_a_recipients_notifications_into_one_email(
     other = setup.make_user("other", email="other@example.com")
     alert_for(other)
     assert notifications.notify_alerts(HIGH_AT) == 4
-    assert notifications.deliver(HIGH_AT) == 2
+    assert notifications.deliver(HIGH_AT) == Delivery(composed=2, sent=2)
     assert len(mailoutbox) == 2
     (digest,) = [m for m in mailoutbox if m.to == ["rep@example.com"]]
     assert digest.subject == "3 follow-ups need you"
@@ -200,7 +213,7 @@ def test_a_digest_groups_a_recipients_notifications_into_one_email(
     assert single.subject == "1 follow-up needs you"
     assert not Notification.objects.filter(channel="email", sent_at__isnull=True).exists()
     assert Notification.objects.filter(alert__in=made, sent_at=HIGH_AT).count() == 6
-    assert notifications.deliver(HIGH_AT + HOUR) == 0
+    assert notifications.deliver(HIGH_AT + HOUR) == Delivery()
     assert len(mailoutbox) == 2
 
 
@@ -210,7 +223,7 @@ def test_a_recipient_without_an_address_keeps_the_inbox_only(
     mute = setup.make_user("mute", email="")
     alert = alert_for(mute)
     notifications.notify_alerts(HIGH_AT)
-    assert notifications.deliver(HIGH_AT) == 0
+    assert notifications.deliver(HIGH_AT) == Delivery()
     assert mailoutbox == []
     email = Notification.objects.get(alert=alert, channel=NotificationChannel.EMAIL)
     assert email.sent_at == HIGH_AT and notifications.NO_ADDRESS_NOTE in email.body
@@ -233,17 +246,167 @@ def test_a_failed_email_is_tried_again_and_others_go_out(
         return original(message, fail_silently)
 
     monkeypatch.setattr(mail.EmailMessage, "send", send)
-    assert notifications.deliver(HIGH_AT) == 2
+    assert notifications.deliver(HIGH_AT) == Delivery(composed=2, sent=1, failed=1)
     assert [m.to for m in mail.outbox] == [[setup.rep.email]]
     # The failed digest waits in the outbox with its error, for the next pass.
     waiting = outbox.pending([notifications.EMAIL])
     assert [m.payload["to"] for m in waiting] == ["broken@example.com"]
     assert "connection refused" in waiting.get().last_error
+    unsent = email_rows().filter(sent_at__isnull=True)
+    assert list(unsent.values_list("recipient", flat=True)) == [broken.pk]
     monkeypatch.undo()
-    assert notifications.deliver(HIGH_AT + HOUR) == 0  # nothing new to compose; sent again
+    assert notifications.deliver(HIGH_AT + HOUR) == Delivery(sent=1)  # nothing new; sent again
     assert not outbox.pending([notifications.EMAIL]).exists()
     assert [m.to for m in mail.outbox] == [[setup.rep.email], ["broken@example.com"]]
     assert not Notification.objects.filter(channel="email", sent_at__isnull=True).exists()
+
+
+class AcceptsNothing(BaseEmailBackend):
+    """A backend that fails silently: it reports no message sent and raises nothing."""
+
+    def send_messages(self, email_messages: Sequence[mail.EmailMessage]) -> int:
+        return 0
+
+
+class Refuses(BaseEmailBackend):
+    def send_messages(self, email_messages: Sequence[mail.EmailMessage]) -> int:
+        raise SMTPServerDisconnected("the mail server hung up")
+
+
+SILENT = "tests.test_notifications.AcceptsNothing"
+RAISING = "tests.test_notifications.Refuses"
+
+
+def email_rows() -> QuerySet[Notification]:
+    return Notification.objects.filter(channel=NotificationChannel.EMAIL)
+
+
+@pytest.mark.parametrize(
+    ("backend", "error"), [(SILENT, "accepted none"), (RAISING, "the mail server hung up")]
+)
+def test_an_email_the_backend_did_not_send_stays_pending_until_a_retry_sends_it_once(
+    setup: Setup, mailoutbox: list[mail.EmailMessage], backend: str, error: str
+) -> None:
+    # Fails on the code before the fix: the rows were marked sent when the digest was composed,
+    # and a 0 from send() marked its message done (the email lost, never retried).
+    alert_for(setup.rep)
+    alert_for(setup.rep)
+    notifications.notify_alerts(HIGH_AT)
+    with override_settings(EMAIL_BACKEND=backend):
+        assert notifications.deliver(HIGH_AT) == Delivery(composed=1, failed=1)
+        assert not email_rows().filter(sent_at__isnull=False).exists()
+        waiting = outbox.pending([notifications.EMAIL]).get()
+        assert waiting.attempts == 1 and error in waiting.last_error
+        assert waiting.available_at == HIGH_AT + outbox.BACKOFF[0]
+        note = email_rows().first()
+        assert note is not None and error in notifications.delivery_state(note, HIGH_AT)
+
+        # Before its backoff nothing is tried; after it, tried again: the rows are in that
+        # digest, so the pass composes no second one.
+        assert notifications.deliver(HIGH_AT + SECOND) == Delivery()
+        retry = HIGH_AT + outbox.BACKOFF[0]
+        assert notifications.deliver(retry) == Delivery(failed=1)
+        assert outbox.pending([notifications.EMAIL]).get().attempts == 2
+        assert email_rows().filter(sent_at__isnull=True).count() == 2
+    assert mailoutbox == []
+
+    later = retry + outbox.BACKOFF[1]
+    assert notifications.deliver(later) == Delivery(sent=1)
+    assert [m.subject for m in mailoutbox] == ["2 follow-ups need you"]
+    assert set(email_rows().values_list("sent_at", flat=True)) == {later}
+    sent = OutboxMessage.objects.get(kind=notifications.EMAIL)
+    assert (sent.done_at, sent.attempts) == (later, 3)
+    # Nothing left: no pass, drain or retry sends it again.
+    assert notifications.deliver(later + HOUR) == Delivery()
+    assert outbox.drain(clock=lambda: later + 2 * HOUR) == outbox.DrainResult()
+    assert len(mailoutbox) == 1
+
+
+def test_a_digest_accepted_before_its_done_mark_is_not_sent_again(
+    setup: Setup, mailoutbox: list[mail.EmailMessage]
+) -> None:
+    # Fails on the code before the fix: the retried message sent the digest a second time.
+    alert_for(setup.rep)
+    notifications.notify_alerts(HIGH_AT)
+    assert notifications.deliver(HIGH_AT) == Delivery(composed=1, sent=1)
+    # The worker died after the backend accepted it and the rows were marked, before its
+    # message was marked done: the message is claimed again once its lease runs out.
+    OutboxMessage.objects.update(done_at=None, available_at=HIGH_AT)
+    assert notifications.deliver(HIGH_AT + HOUR) == Delivery(sent=1)
+    assert len(mailoutbox) == 1
+    assert email_rows().get().sent_at == HIGH_AT  # marked once, by the accepted attempt
+    assert not outbox.pending([notifications.EMAIL]).exists()
+
+
+def test_a_given_up_digest_keeps_its_error_and_its_rows_go_in_the_next_digest(
+    setup: Setup, mailoutbox: list[mail.EmailMessage], admin_client: Any
+) -> None:
+    # Fails on the code before the fix: the rows were marked sent though nothing was sent.
+    first = alert_for(setup.rep)
+    notifications.notify_alerts(HIGH_AT)
+    moment = HIGH_AT
+    with override_settings(EMAIL_BACKEND=SILENT):
+        assert notifications.deliver(moment).composed == 1
+        for wait in outbox.BACKOFF:
+            moment += wait
+            assert notifications.deliver(moment).composed == 0
+    given_up = OutboxMessage.objects.get(kind=notifications.EMAIL)
+    assert given_up.failed_at == moment and given_up.attempts == 8
+    assert "accepted none" in given_up.last_error
+    note = email_rows().get(alert=first)
+    assert note.sent_at is None
+    state = notifications.delivery_state(note, moment)
+    assert "given up" in state and "accepted none" in state
+    page = admin_client.get(
+        reverse("admin:followup_visibility_notification_change", args=[note.pk])
+    )
+    assert "given up" in page.content.decode() and "accepted none" in page.content.decode()
+
+    # The backend works again, and the alert turned critical meanwhile (news): one digest
+    # carries the given-up message and the new one.
+    assert notifications.notify_alerts(moment) == 1
+    assert notifications.deliver(moment) == Delivery(composed=1, sent=1)
+    assert [m.subject for m in mailoutbox] == ["2 follow-ups need you"]
+    assert not email_rows().filter(sent_at__isnull=True).exists()
+    assert OutboxMessage.objects.get(pk=given_up.pk).failed_at == moment  # kept, as it was
+    note.refresh_from_db()
+    sent_at = f"sent at {moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    assert notifications.delivery_state(note, moment) == sent_at
+
+
+@override_settings(EMAIL_BACKEND=SILENT)
+def test_the_command_counts_the_digests_the_backend_accepted(setup: Setup) -> None:
+    # Fails on the code before the fix: it said nothing of what was sent, and marked it sent.
+    alert_for(setup.rep)
+    out = StringIO()
+    call_command("followup_escalate", "--now", HIGH_AT.isoformat(), stdout=out)
+    assert out.getvalue().splitlines()[-1] == (
+        "notifications: 1 created, 1 email digests composed, 0 sent, 1 failed"
+    )
+    with override_settings(EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend"):
+        out = StringIO()
+        call_command("followup_escalate", "--now", (HIGH_AT + HOUR).isoformat(), stdout=out)
+    assert out.getvalue().splitlines()[-1] == (
+        "notifications: 0 created, 0 email digests composed, 1 sent, 0 failed"
+    )
+
+
+def test_composing_costs_the_same_few_queries_for_any_number_of_rows(
+    setup: Setup, django_assert_max_num_queries: Any
+) -> None:
+    others = [setup.make_user(f"rep{i}", email=f"rep{i}@example.com") for i in range(3)]
+    for owner in [setup.rep, *others]:
+        for _ in range(3):
+            alert_for(owner)
+    mute = setup.make_user("mute", email="")
+    alert_for(mute)
+    notifications.notify_alerts(HIGH_AT)
+    # Composing: the recipients, then per batch the lock, the queued digests, the rows, the
+    # no-address mark and the insert of the digests; the drain is per digest.
+    with django_assert_max_num_queries(8):
+        assert notifications.compose(HIGH_AT) == 4
+    assert email_rows().get(recipient=mute).sent_at == HIGH_AT
+    assert email_rows().filter(sent_at__isnull=True).count() == 12
 
 
 def test_mark_read_touches_only_the_users_own_inbox(setup: Setup) -> None:
@@ -274,7 +437,7 @@ def test_an_email_held_overnight_is_dropped_if_the_alert_closes_meanwhile(
     alert = alert_for(setup.rep, ny(3, 2, 16))
     notifications.notify_alerts(ny(3, 2, 18))
     lifecycle.resolve(alert, evidence="Called from my mobile", by=setup.rep, now=ny(3, 2, 19))
-    assert notifications.deliver(ny(3, 3, 9)) == 0
+    assert notifications.deliver(ny(3, 3, 9)) == Delivery()
     assert mailoutbox == []
     email = Notification.objects.get(alert=alert, channel=NotificationChannel.EMAIL)
     assert email.sent_at == ny(3, 3, 9) and notifications.CLOSED_NOTE in email.body
@@ -308,11 +471,12 @@ def test_a_recipient_another_pass_is_mailing_is_skipped_whole(
     try:
         assert holding.wait(10)
         # Row locks alone would let this pass take the rows: here it leaves the recipient.
-        assert notifications.deliver(CRITICAL_AT) == 0
+        assert notifications.deliver(CRITICAL_AT) == Delivery()
     finally:
         release.set()
         thread.join()
-    assert notifications.deliver(CRITICAL_AT) == 1
+    # Committed here: the worker the commit woke (the suite's eager app) sends it first.
+    assert notifications.deliver(CRITICAL_AT) == Delivery(composed=1)
     assert len(mailoutbox) == 1 and mailoutbox[0].to == ["rep@example.com"]
 
 

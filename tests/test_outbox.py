@@ -24,12 +24,13 @@ from django.contrib.auth.models import Group
 from django.core import mail
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.urls import reverse
 
 from example_project.crm.models import Lead
 from followup_visibility import tasks
 from followup_visibility.alerting import notifications, outbox, sweep
+from followup_visibility.alerting.notifications import Delivery
 from followup_visibility.alerting.outbox import BACKOFF, KEEP_DONE, LEASE, DrainResult
 from followup_visibility.choices import AlertSignal
 from followup_visibility.config import recompute
@@ -173,6 +174,22 @@ def test_a_merge_key_names_one_message_and_nothing_is_enqueued_for_no_payloads()
         outbox.enqueue(WORK, [{"n": 1}, {"n": 2}], now=T0, key="k")
     outbox.enqueue(WORK, [], now=T0)
     assert not OutboxMessage.objects.exists()
+
+
+def test_keys_name_messages_one_pending_each_without_merging() -> None:
+    outbox.enqueue(WORK, [{"n": 1}, {"n": 2}], now=T0, keys=["a", "b"])
+    assert sorted(outbox.pending([WORK]).values_list("key", "payload")) == [
+        ("a", {"n": 1}),
+        ("b", {"n": 2}),
+    ]
+    # A pending twin is the caller's mistake (it holds the lock that rules one out): refused.
+    with pytest.raises(IntegrityError), transaction.atomic():
+        outbox.enqueue(WORK, [{"n": 3}], now=T0, keys=["a"])
+    OutboxMessage.objects.filter(key="a").update(done_at=T0)
+    outbox.enqueue(WORK, [{"n": 3}], now=T0, keys=["a"])  # once done, the key is free again
+    assert outbox.pending([WORK]).get(key="a").payload == {"n": 3}
+    with pytest.raises(ValueError, match="one message each"):
+        outbox.enqueue(WORK, [{"n": 4}], now=T0, keys=["c", "d"])
 
 
 # 2. Atomic handlers: their writes and the message's completion commit together -----------------
@@ -638,7 +655,7 @@ def test_a_digest_pass_retried_after_it_sent_mails_nothing_more(
         clock.move_to(HIGH_AT)
         # Delivered, and the worker the commit woke (the suite's eager app) finds it sent.
         with django_capture_on_commit_callbacks(execute=True) as callbacks:
-            assert notifications.deliver(HIGH_AT) == 1
+            assert notifications.deliver(HIGH_AT) == Delivery(composed=1, sent=1)
             assert len(mailoutbox) == 1  # sent by the pass itself
         assert callbacks
         assert [m.to for m in mailoutbox] == [["rep@example.com"]]
@@ -649,9 +666,9 @@ def test_a_digest_pass_retried_after_it_sent_mails_nothing_more(
         # The pass retried, a drain, and the task redelivered minutes later: nothing more.
         clock.move_to(HIGH_AT + 5 * MINUTE)
         with django_capture_on_commit_callbacks(execute=True):
-            assert notifications.deliver(HIGH_AT) == 0
+            assert notifications.deliver(HIGH_AT) == Delivery()
             assert outbox.drain() == DrainResult()
-            assert tasks.notify() == {"created": 0, "digests": 0}
+            assert tasks.notify() == {"created": 0, "digests": 0, "sent": 0, "failed": 0}
         assert len(mailoutbox) == 1
         assert message(notifications.EMAIL).attempts == 1
 

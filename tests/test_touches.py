@@ -237,10 +237,11 @@ def test_no_target_and_no_contact_raises_target_error(make_lead, now):
     assert Touch.objects.count() == 0
 
 
-def test_naive_now_raises_value_error(make_lead, now):
+def test_naive_now_is_a_now_error(make_lead, now):
     lead = make_lead()
-    with pytest.raises(ValueError, match="now"):
+    with pytest.raises(ValidationError) as exc:
         _call(lead, now.replace(tzinfo=None), occurred_at=now - timedelta(hours=1))
+    assert set(exc.value.message_dict) == {"now"}
     assert Touch.objects.count() == 0
 
 

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
 
 from example_project.crm import seed_alerts, seed_sla
 from example_project.crm.models import Deal, Lead
@@ -21,7 +21,7 @@ from followup_visibility.choices import Channel, Direction, Outcome
 from followup_visibility.ingest.crm import sync_objects
 from followup_visibility.ingest.handoffs import accept_handoff
 from followup_visibility.ingest.touches import record_touch
-from followup_visibility.models import TrackedOpportunity
+from followup_visibility.models import Team, TrackedOpportunity
 
 PASSWORD = "demo"
 
@@ -100,43 +100,130 @@ class SeedSummary:
     touches: int = 0
 
 
+def _app(*codenames: str) -> list[str]:
+    return [f"followup_visibility.{codename}" for codename in codenames]
+
+
+def _each(actions: str, *models: str) -> list[str]:
+    return _app(*(f"{action}_{model}" for model in models for action in actions.split()))
+
+
+# Each role is a group with an explicit list of permissions, never a prefix match: "view_"
+# would also catch view_all_opportunities, the permission to see every opportunity.
+#: The follow-up record of an opportunity: its page, timeline, handoffs, deadlines,
+#: duplicates, escalations and the rules holding its alerts (all scoped to what they see).
+_RECORD = (
+    "trackedopportunity",
+    "touch",
+    "handoff",
+    "deadline",
+    "duplicatematch",
+    "contactidentity",
+    "escalation",
+    "suppression",
+)
+#: Configuration of teams, with its inline rows: a manager adds and changes their teams'.
+_TEAM_CONFIGURATION = ("team", "escalationpolicy", "slapolicy")
+_CONFIGURATION_ROWS = ("workingwindow", "closeddate", "specialhours", "escalationlevel")
+#: Company-wide configuration a manager reads and operations changes.
+_COMPANY_CONFIGURATION = ("segment", "segmentrule", "inhibitionrule")
+
+REP_PERMISSIONS = [
+    *_each("view", *_RECORD, "alert", "notification"),
+    *_app(
+        # The triage actions (acknowledge, snooze, dismiss, resolve) on the alerts they see;
+        # "Mark as read" on their own inbox needs only view_notification.
+        "change_alert",
+        # Accepting the handoffs made to them, and logging a touch on their opportunities.
+        "change_handoff",
+        "add_touch",
+    ),
+]
+MANAGER_PERMISSIONS = [
+    *REP_PERMISSIONS,
+    # Merge, stall and pin the segment of opportunities; create and end suppression rules.
+    *_app("change_trackedopportunity", "add_suppression", "change_suppression"),
+    # Their teams' configuration: the admin confines them to the subtree they manage (a
+    # calendar only their teams use; adding one needs the see-all permission).
+    *_each("view add change", *_TEAM_CONFIGURATION),
+    *_each("view change", "calendar"),
+    *_each("view add change delete", *_CONFIGURATION_ROWS),
+    *_each("view", *_COMPANY_CONFIGURATION),
+]
+OPS_PERMISSIONS = [
+    # The one permission that lifts the scope: every opportunity, alert and notification.
+    "followup_visibility.view_all_opportunities",
+    *MANAGER_PERMISSIONS,
+    *_each("view", "sweeprun"),
+    "followup_visibility.add_calendar",
+    # SLA policies are retired, never deleted; a rule that started is ended, not deleted.
+    *_each("delete", "team", "escalationpolicy", "calendar", "suppression"),
+    *_each("add change delete", *_COMPANY_CONFIGURATION),
+    # The host CRM's own admin is not scoped: only operations works in it.
+    *(f"crm.{action}_{model}" for model in ("lead", "deal") for action in ("view", "change")),
+]
+
+#: Group name -> permissions.
+ROLES: dict[str, list[str]] = {
+    "Sales reps": REP_PERMISSIONS,
+    "Sales managers": MANAGER_PERMISSIONS,
+    "Sales operations": OPS_PERMISSIONS,
+}
+#: username, first name, last name, group. Which teams they manage or belong to: seed_sla.
+PEOPLE = [
+    ("ops", "Sales", "Operations", "Sales operations"),
+    ("olivia", "Olivia", "Grant", "Sales managers"),
+    ("maria", "Maria", "Lopez", "Sales managers"),
+    ("nina", "Nina", "Berg", "Sales managers"),
+    ("alex", "Alex", "Reed", "Sales reps"),
+    ("bea", "Bea", "Young", "Sales reps"),
+    ("chen", "Chen", "Wu", "Sales reps"),
+    ("dana", "Dana", "Ortiz", "Sales reps"),
+]
+#: The demo's logins, in the order the demo prints them.
+LOGINS = {"admin": "admin", **{username: PASSWORD for username, *_rest in PEOPLE}}
+
+
+def permissions(names: list[str]) -> list[Permission]:
+    """The permissions named ``app_label.codename``; a name that matches none is an error."""
+    wanted = {tuple(name.split(".", 1)) for name in names}
+    found = [
+        p
+        for p in Permission.objects.filter(
+            content_type__app_label__in={app for app, _codename in wanted},
+            codename__in={codename for _app, codename in wanted},
+        ).select_related("content_type")
+        if (p.content_type.app_label, p.codename) in wanted
+    ]
+    missing = wanted - {(p.content_type.app_label, p.codename) for p in found}
+    if missing:
+        raise LookupError(f"No such permissions: {sorted(missing)}")
+    return found
+
+
 def create_users() -> dict[str, Any]:
     User = get_user_model()
     users: dict[str, Any] = {}
     admin, _ = User.objects.get_or_create(username="admin", defaults={"email": "admin@example.com"})
     admin.is_staff = admin.is_superuser = True
-    admin.set_password("admin")
+    admin.set_password(LOGINS["admin"])
     admin.save()
     users["admin"] = admin
-    view = Permission.objects.filter(
-        content_type__app_label__in=["crm", "followup_visibility"],
-        codename__startswith="view_",
-    )
-    change = Permission.objects.filter(
-        content_type__app_label__in=["crm", "followup_visibility"],
-        codename__regex=r"^(change|add)_",
-    )
-    for username, first, last, manager in [
-        ("olivia", "Olivia", "Grant", True),
-        ("maria", "Maria", "Lopez", True),
-        ("alex", "Alex", "Reed", False),
-        ("bea", "Bea", "Young", False),
-        ("chen", "Chen", "Wu", False),
-        ("dana", "Dana", "Ortiz", False),
-    ]:
+    groups = {}
+    for name, names in ROLES.items():
+        groups[name], _ = Group.objects.get_or_create(name=name)
+        groups[name].permissions.set(permissions(names))
+    for username, first, last, group in PEOPLE:
         user, _ = User.objects.get_or_create(
             username=username,
             defaults={"first_name": first, "last_name": last, "email": f"{username}@example.com"},
         )
         user.is_staff = True
-        user.set_password(PASSWORD)
+        user.set_password(LOGINS[username])
         user.save()
-        # Reps act on their own alerts (the admin scopes them to their opportunities).
-        triage = Permission.objects.filter(
-            content_type__app_label="followup_visibility",
-            codename__in=["change_alert", "change_notification"],
-        )
-        user.user_permissions.set([*view, *change] if manager else [*view, *triage])
+        # The role is the group alone, so what the demo shows is what the group grants.
+        user.user_permissions.clear()
+        user.groups.set([groups[group]])
         users[username] = user
     return users
 
@@ -153,16 +240,13 @@ def seed(now: datetime, *, leads: int = 180, seed_value: int = 42) -> SeedSummar
     """Create users, leads, deals and their timelines over the six weeks before ``now``."""
     rng = random.Random(seed_value)
     users = create_users()
-    seed_sla.configure(now, users)
-    reps = [users[name] for name in ("alex", "bea", "chen", "dana")]
-    summary = SeedSummary(
-        users={
-            "admin": "admin",
-            "olivia": PASSWORD,
-            "maria": PASSWORD,
-            **{r.username: PASSWORD for r in reps},
-        }
-    )
+    config = seed_sla.configure(now, users)
+    # A lead goes to a rep of its own team, so that each manager's subtree holds their reps'
+    # work and nothing of the other team's.
+    reps = {
+        key: list(Team.objects.get(key=key).members.order_by("username")) for key in config["teams"]
+    }
+    summary = SeedSummary(users=dict(LOGINS))
     earlier_phones: list[str] = []
     sources = list(SOURCES)
     weights = [SOURCES[s][0] for s in sources]
@@ -209,7 +293,7 @@ def _play(
     source: str,
     arrived: datetime,
     now: datetime,
-    reps: list[Any],
+    reps: dict[str, list[Any]],
     rng: random.Random,
     summary: SeedSummary,
 ) -> int:
@@ -230,7 +314,7 @@ def _play(
     count = 1
     if rng.random() < 0.1:
         return count  # nobody ever picked it up: an ownerless lead
-    rep = rng.choice(reps)
+    rep = rng.choice(reps[lead.team])
     assigned = arrived + timedelta(minutes=rng.randint(5, 600))
     if assigned >= now:
         return count

@@ -73,7 +73,7 @@ def _stall(now: datetime, users: dict[str, Any]) -> None:
             opp,
             until=now + 21 * DAY,
             reason="Budget round closes in three weeks; the customer asked us to call then.",
-            by=opp.owner or users["maria"],
+            by=opp.owner or users["ops"],
             now=now - DAY,
         )
 
@@ -130,11 +130,12 @@ def play(now: datetime, users: dict[str, Any], rng: random.Random) -> int:
     _triage(now, users, rng)
     brochure = Segment.objects.filter(code="brochure").first()
     if brochure is not None:
+        # A rule over a whole segment reaches every team: operations makes it, not a manager.
         suppressions.create(
             comment="Brochure requests older than 30 days go to the nurture emails instead.",
             segment=brochure,
             older_than=30 * DAY,
-            by=users["maria"],
+            by=users["ops"],
             now=yesterday,
         )
     # This morning's passes.

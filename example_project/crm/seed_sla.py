@@ -98,7 +98,8 @@ def configure(now: datetime, users: dict[str, Any]) -> dict[str, Any]:
     )
 
     sales, _ = Team.objects.update_or_create(
-        # Olivia heads sales: escalation level 2 climbs from Maria's teams to her.
+        # Olivia heads sales: she sees both teams below, and escalation level 2 climbs from
+        # Maria's and Nina's teams to her.
         key="sales",
         defaults={"name": "Sales", "manager": users["olivia"]},
     )
@@ -114,7 +115,7 @@ def configure(now: datetime, users: dict[str, Any]) -> dict[str, Any]:
     us.members.set([users["alex"], users["bea"]])
     emea, _ = Team.objects.update_or_create(
         key="emea",
-        defaults={"name": "EMEA", "parent": sales, "manager": users["maria"], "calendar": london},
+        defaults={"name": "EMEA", "parent": sales, "manager": users["nina"], "calendar": london},
     )
     emea.members.set([users["chen"], users["dana"]])
 

@@ -11,7 +11,6 @@ from django.contrib.auth import get_permission_codename
 from django.db.models import F, Max, QuerySet
 from django.http import Http404, HttpRequest
 from django.template.response import TemplateResponse
-from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
@@ -29,7 +28,12 @@ from followup_visibility.admin.forms import (
     format_duration,
     refusal_messages,
 )
-from followup_visibility.admin.scoped import ReadOnlyChildInline, RecordHistoryAdmin
+from followup_visibility.admin.scoped import (
+    ReadOnlyChildInline,
+    RecordHistoryAdmin,
+    admin_url,
+    skipped,
+)
 from followup_visibility.alerting import lifecycle
 from followup_visibility.choices import ACTIVE_ALERT_STATUSES, AlertSignal, AlertStatus, Severity
 from followup_visibility.config import suppressions
@@ -124,7 +128,6 @@ class NotificationInline(_AlertChildInline):
         return super().get_queryset(request).select_related("recipient")
 
 
-@admin.register(Alert)
 class AlertAdmin(RecordHistoryAdmin):
     list_display = (
         "opportunity_link",
@@ -236,9 +239,7 @@ class AlertAdmin(RecordHistoryAdmin):
 
     @admin.display(description=_("opportunity"), ordering="opportunity__title")
     def opportunity_link(self, obj: Alert) -> str:
-        url = reverse(
-            "admin:followup_visibility_trackedopportunity_change", args=[obj.opportunity_id]
-        )
+        url = admin_url(self, "followup_visibility_trackedopportunity_change", obj.opportunity_id)
         return format_html('<a href="{}">{}</a>', url, obj.opportunity)
 
     @admin.display(description=_("severity"), ordering="severity")
@@ -286,27 +287,30 @@ class AlertAdmin(RecordHistoryAdmin):
 
     # Actions: each calls the lifecycle function per alert --------------------------------------
 
-    def _report(self, done: list[Any], refused: list[Any], success: str) -> list[Message]:
+    def _report(
+        self, skip: list[Message], done: list[Any], refused: list[Any], success: str
+    ) -> list[Message]:
         report = refusal_messages(refused, describe)
         if done:
             report.insert(0, (messages.SUCCESS, success % len(done)))
-        return report
+        return report + skip
 
     @admin.action(description=_("Acknowledge selected alerts"), permissions=["change"])
     def acknowledge(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
-        now = timezone.now()
+        now, skip = timezone.now(), skipped(request, queryset, _SKIPPED)
         done, refused = call_each(
             queryset.order_by("pk"),
             lambda alert: lifecycle.acknowledge(alert, by=request.user, now=now),
         )
         text = ngettext("%d alert acknowledged.", "%d alerts acknowledged.", len(done))
-        for level, message in self._report(done, refused, text):
+        for level, message in self._report(skip, done, refused, text):
             self.message_user(request, message, level)
 
     @admin.action(description=_("Snooze selected alerts…"), permissions=["change"])
     def snooze(self, request: HttpRequest, queryset: QuerySet[Alert]) -> TemplateResponse | None:
         def perform(form: forms.Form) -> list[Message]:
             now, data = timezone.now(), form.cleaned_data
+            skip = skipped(request, queryset, _SKIPPED)  # before acting: closed ones leave
             done, refused = call_each(
                 queryset.order_by("pk"),
                 lambda alert: lifecycle.snooze(
@@ -320,7 +324,10 @@ class AlertAdmin(RecordHistoryAdmin):
                 form.fields,
             )
             return self._report(
-                done, refused, ngettext("%d alert snoozed.", "%d alerts snoozed.", len(done))
+                skip,
+                done,
+                refused,
+                ngettext("%d alert snoozed.", "%d alerts snoozed.", len(done)),
             )
 
         return action_page(
@@ -338,13 +345,17 @@ class AlertAdmin(RecordHistoryAdmin):
     def dismiss(self, request: HttpRequest, queryset: QuerySet[Alert]) -> TemplateResponse | None:
         def perform(form: forms.Form) -> list[Message]:
             now, reason = timezone.now(), form.cleaned_data["reason"]
+            skip = skipped(request, queryset, _SKIPPED)  # before acting: closed ones leave
             done, refused = call_each(
                 queryset.order_by("pk"),
                 lambda alert: lifecycle.dismiss(alert, reason=reason, by=request.user, now=now),
                 form.fields,
             )
             return self._report(
-                done, refused, ngettext("%d alert dismissed.", "%d alerts dismissed.", len(done))
+                skip,
+                done,
+                refused,
+                ngettext("%d alert dismissed.", "%d alerts dismissed.", len(done)),
             )
 
         return action_page(
@@ -362,13 +373,17 @@ class AlertAdmin(RecordHistoryAdmin):
     def resolve(self, request: HttpRequest, queryset: QuerySet[Alert]) -> TemplateResponse | None:
         def perform(form: forms.Form) -> list[Message]:
             now, evidence = timezone.now(), form.cleaned_data["evidence"]
+            skip = skipped(request, queryset, _SKIPPED)  # before acting: closed ones leave
             done, refused = call_each(
                 queryset.order_by("pk"),
                 lambda alert: lifecycle.resolve(alert, evidence=evidence, by=request.user, now=now),
                 form.fields,
             )
             return self._report(
-                done, refused, ngettext("%d alert resolved.", "%d alerts resolved.", len(done))
+                skip,
+                done,
+                refused,
+                ngettext("%d alert resolved.", "%d alerts resolved.", len(done)),
             )
 
         return action_page(
@@ -386,6 +401,7 @@ class AlertAdmin(RecordHistoryAdmin):
     def suppress(self, request: HttpRequest, queryset: QuerySet[Alert]) -> TemplateResponse | None:
         def perform(form: forms.Form) -> list[Message]:
             now, data = timezone.now(), form.cleaned_data
+            skip = skipped(request, queryset, _SKIPPED)  # before acting: held ones leave
             # One rule per opportunity (and signal): grouped, since several selected alerts
             # may share an opportunity and one rule covers them all.
             groups: dict[str, set[Any]] = defaultdict(set)
@@ -417,7 +433,7 @@ class AlertAdmin(RecordHistoryAdmin):
                     "%d suppression rule created.", "%d suppression rules created.", rules
                 )
                 report.insert(0, (messages.SUCCESS, text % rules))
-            return report
+            return report + skip
 
         return action_page(
             self,
@@ -429,6 +445,13 @@ class AlertAdmin(RecordHistoryAdmin):
             perform=perform,
             describe=describe,
         )
+
+
+#: Why a ticked alert may be missing from an action's queryset.
+_SKIPPED = _(
+    "closed, or hidden by the list's filters (the status filter shows active alerts unless "
+    "asked otherwise), or no longer yours to act on"
+)
 
 
 def describe(alert: Alert) -> str:

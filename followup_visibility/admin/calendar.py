@@ -13,7 +13,13 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from followup_visibility.admin.scoped import (
+    AdministeredAdminMixin,
+    ParentGatedInline,
+    report_skipped,
+)
 from followup_visibility.config import calendars
+from followup_visibility.engine import administration
 from followup_visibility.engine.calendars import validate_windows
 from followup_visibility.models import Calendar, ClosedDate, SpecialHours, WorkingWindow
 
@@ -45,21 +51,21 @@ class SpecialHoursFormSet(CalendarRowFormSet):
     day_field = "date"
 
 
-class WorkingWindowInline(admin.TabularInline):
+class WorkingWindowInline(ParentGatedInline, admin.TabularInline):
     model = WorkingWindow
     formset = CalendarRowFormSet
     extra = 0
     fields = ("weekday", "start", "end")
 
 
-class ClosedDateInline(admin.TabularInline):
+class ClosedDateInline(ParentGatedInline, admin.TabularInline):
     model = ClosedDate
     extra = 0
     fields = ("date", "name", "kind")
     ordering = ("date",)
 
 
-class SpecialHoursInline(admin.TabularInline):
+class SpecialHoursInline(ParentGatedInline, admin.TabularInline):
     model = SpecialHours
     formset = SpecialHoursFormSet
     extra = 0
@@ -85,8 +91,11 @@ class CalendarForm(forms.ModelForm):
         return value
 
 
-@admin.register(Calendar)
-class CalendarAdmin(admin.ModelAdmin):
+class CalendarAdmin(AdministeredAdminMixin, admin.ModelAdmin):
+    """A manager changes the calendars only their subtree's teams use; adding one, and the
+    company default, need the see-all permission."""
+
+    team_path = None
     form = CalendarForm
     list_display = (
         "name",
@@ -123,6 +132,14 @@ class CalendarAdmin(admin.ModelAdmin):
     def special_hours_count(self, obj: Any) -> int:
         return int(obj.special_hours_count)
 
+    def _administers(self, request: HttpRequest, obj: Any) -> bool:
+        calendars_ = administration.calendar_ids(administration.administered_team_ids(request.user))
+        return calendars_ is None or obj.pk in calendars_
+
+    def administered(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        calendars_ = administration.calendar_ids(administration.administered_team_ids(request.user))
+        return queryset if calendars_ is None else queryset.filter(pk__in=calendars_)
+
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Teams without a calendar of their own fall back to the default; keep one.
         if obj is not None and obj.is_default:
@@ -136,7 +153,9 @@ class CalendarAdmin(admin.ModelAdmin):
     def seed_public_holidays(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         year = timezone.now().year
         years = range(year, year + SEED_YEARS)
-        for calendar in queryset:
+        mine = self.administered(request, queryset)
+        report_skipped(self, request, mine, _("used by teams outside the ones you manage"))
+        for calendar in mine:
             try:
                 added = calendars.seed_holidays(calendar, years, now=timezone.now())
             except ValidationError as exc:

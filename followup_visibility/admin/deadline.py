@@ -10,7 +10,6 @@ from followup_visibility.admin.scoped import ReadOnlyMixin, ScopedAdminMixin
 from followup_visibility.models import Deadline
 
 
-@admin.register(Deadline)
 class DeadlineAdmin(ReadOnlyMixin, ScopedAdminMixin, admin.ModelAdmin):
     # Edits would be overwritten by the next recompute; change the policy or calendar instead.
     list_display = (

@@ -6,21 +6,29 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
-from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from followup_visibility.admin.forms import BusinessDurationField, format_duration
-from followup_visibility.admin.scoped import ReadOnlyMixin, RecordHistoryAdmin
+from followup_visibility.admin.scoped import (
+    AdministeredAdminMixin,
+    ParentGatedInline,
+    ReadOnlyMixin,
+    RecordHistoryAdmin,
+    admin_url,
+    administered_teams,
+    report_skipped,
+)
 from followup_visibility.alerting import notifications
 from followup_visibility.config import escalation_policies
-from followup_visibility.engine import access
+from followup_visibility.engine import access, administration
 from followup_visibility.engine.escalation_levels import validate_levels
 from followup_visibility.models import (
     Escalation,
@@ -41,8 +49,8 @@ class ReadOnlyAdmin(ReadOnlyMixin, admin.ModelAdmin):
         return obj
 
 
-def _alert_link(alert_id: int, text: Any) -> str:
-    url = reverse("admin:followup_visibility_alert_change", args=[alert_id])
+def _alert_link(model_admin: Any, alert_id: int, text: Any) -> str:
+    url = admin_url(model_admin, "followup_visibility_alert_change", alert_id)
     return format_html('<a href="{}">{}</a>', url, text)
 
 
@@ -73,7 +81,7 @@ class LevelFormSet(forms.BaseInlineFormSet):
         self.thresholds = thresholds
 
 
-class LevelInline(admin.TabularInline):
+class LevelInline(ParentGatedInline, admin.TabularInline):
     model = EscalationLevel
     formset = LevelFormSet
     extra = 0
@@ -109,8 +117,10 @@ class EscalationPolicyForm(forms.ModelForm):
         return cleaned
 
 
-@admin.register(EscalationPolicy)
-class EscalationPolicyAdmin(RecordHistoryAdmin):
+class EscalationPolicyAdmin(AdministeredAdminMixin, RecordHistoryAdmin):
+    """A manager changes the policies of the teams they manage; the company default needs
+    the see-all permission."""
+
     form = EscalationPolicyForm
     list_display = ("name", "team", "is_default", "levels_summary")
     list_select_related = ("team",)
@@ -136,6 +146,25 @@ class EscalationPolicyAdmin(RecordHistoryAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[EscalationPolicy]:
         queryset: QuerySet[EscalationPolicy] = super().get_queryset(request)
         return queryset.prefetch_related("levels")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # A policy is created with its levels (save_formset): without the permission to add
+        # levels the form would have no levels section, and nothing to create.
+        opts = EscalationLevel._meta
+        can_add_levels = request.user.has_perm(
+            f"{opts.app_label}.{get_permission_codename('add', opts)}"
+        )
+        return can_add_levels and super().has_add_permission(request)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if administration.administers_company(request.user):
+            return ()
+        return ("is_default",)  # the company default reaches every team
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "team":
+            kwargs.update(administered_teams(request))
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     @admin.display(description=_("levels"))
     def levels_summary(self, obj: EscalationPolicy) -> str:
@@ -180,7 +209,6 @@ class EscalationPolicyAdmin(RecordHistoryAdmin):
 # The record -----------------------------------------------------------------------------------
 
 
-@admin.register(Escalation)
 class EscalationAdmin(ReadOnlyAdmin):
     list_display = ("alert_link", "level", "fired_at", "outcome", "recipient", "team", "policy")
     list_filter = ("outcome", "level", "team")
@@ -195,7 +223,7 @@ class EscalationAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("alert"), ordering="alert")
     def alert_link(self, obj: Escalation) -> str:
-        return _alert_link(obj.alert_id, obj.alert)
+        return _alert_link(self, obj.alert_id, obj.alert)
 
 
 class UnreadFilter(admin.SimpleListFilter):
@@ -211,7 +239,6 @@ class UnreadFilter(admin.SimpleListFilter):
         return queryset
 
 
-@admin.register(Notification)
 class NotificationAdmin(ReadOnlyAdmin):
     """The inbox: one's own notifications (everyone's for those who see everything)."""
 
@@ -240,6 +267,7 @@ class NotificationAdmin(ReadOnlyAdmin):
         "created_at",
         "deliver_after",
         "sent_at",
+        "delivery",
         "read_at",
     )
     readonly_fields = fields
@@ -247,16 +275,23 @@ class NotificationAdmin(ReadOnlyAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Notification]:
         queryset: QuerySet[Notification] = super().get_queryset(request)
         if access.sees_everything(request.user):
-            return queryset  # the whole notification log, every channel
+            # The whole notification log, every channel (within the user's companies).
+            return access.restrict(queryset, request.user, "alert__opportunity")
         return queryset.filter(pk__in=notifications.inbox(request.user).values("pk"))
 
     @admin.display(description=_("alert"), ordering="alert")
     def alert_link(self, obj: Notification) -> str:
-        return _alert_link(obj.alert_id, obj.alert)
+        return _alert_link(self, obj.alert_id, obj.alert)
+
+    # On the page of one message only: it reads the recipient's queued digests.
+    @admin.display(description=_("delivery"))
+    def delivery(self, obj: Notification) -> str:
+        return notifications.delivery_state(obj, timezone.now())
 
     # Reading one's own inbox needs no change permission; mark_read touches only one's own.
     @admin.action(description=_("Mark as read"), permissions=["view"])
     def mark_read(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
+        report_skipped(self, request, queryset, _("not in your inbox"))
         ids = list(queryset.values_list("pk", flat=True))
         count = notifications.mark_read(ids, request.user, timezone.now())
         text = ngettext(
@@ -265,7 +300,6 @@ class NotificationAdmin(ReadOnlyAdmin):
         self.message_user(request, text % count, messages.SUCCESS)
 
 
-@admin.register(SweepRun)
 class SweepRunAdmin(ReadOnlyAdmin):
     """The sweep's consistency monitor: what each pass covered, did, and how late it was."""
 

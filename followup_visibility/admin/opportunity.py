@@ -1,15 +1,24 @@
-"""Tracked opportunities with their timeline, and the evidence rows (touches, handoffs)."""
+"""Tracked opportunities with their timeline, and the evidence rows (touches, handoffs).
+
+Every write here goes through the domain function that owns it: the CRM owns the mirrored
+fields, ``set_segment`` the segment, ``record_touch`` a touch, ``accept_handoff`` a handoff
+and ``merge_opportunities`` a merge.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
@@ -21,17 +30,23 @@ from followup_visibility.admin.forms import (
     format_duration,
     refusal_messages,
 )
-from followup_visibility.admin.scoped import RecordHistoryAdmin, ScopedAdminMixin
-from followup_visibility.ingest import segments, stalls
+from followup_visibility.admin.scoped import (
+    RecordHistoryAdmin,
+    ScopedAdminMixin,
+    report_skipped,
+    skipped,
+)
+from followup_visibility.engine import access
+from followup_visibility.ingest import handoffs, segments, stalls, touches
 from followup_visibility.ingest.merge import merge_opportunities
 from followup_visibility.models import (
     ContactIdentity,
     Deadline,
-    DuplicateMatch,
     Handoff,
     Touch,
     TrackedOpportunity,
 )
+from followup_visibility.registry import adapters
 
 _DERIVED = (
     "first_outbound_at",
@@ -117,7 +132,72 @@ class DeadlineInline(admin.TabularInline):
         return False
 
 
-@admin.register(TrackedOpportunity)
+class TrackedContentTypeFilter(admin.SimpleListFilter):
+    """The tracked host models only, not every content type of the site."""
+
+    title = _("host model")
+    parameter_name = "content_type"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        tracked = ContentType.objects.get_for_models(*adapters())
+        return sorted(
+            ((str(ct.pk), capfirst(model._meta.verbose_name)) for model, ct in tracked.items()),
+            key=lambda choice: str(choice[1]),
+        )
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value is None or not value.isdigit():
+            return queryset
+        return queryset.filter(content_type_id=int(value))
+
+
+#: What the admin shows of an opportunity, all read-only but the segment: the host's fields
+#: are mirrored from the CRM (the system of record) and the rest is derived from the timeline
+#: or changed through the actions, each a domain function that keeps the deadlines right.
+_FIELDSETS: tuple[tuple[Any, tuple[str, ...]], ...] = (
+    (
+        _("From the CRM"),
+        (
+            "title",
+            "content_type",
+            "object_pk",
+            "owner",
+            "stage",
+            "status",
+            "close_reason",
+            "value",
+            "arrived_at",
+            "team_key",
+            "segment_code",
+            "segment_hints",
+            "tenant",
+        ),
+    ),
+    (
+        _("Follow-up"),
+        (
+            "team",
+            "segment",
+            "segment_source",
+            "owner_confirmed_at",
+            "unowned_since",
+            "stage_entered_at",
+            "closed_at",
+        ),
+    ),
+    (
+        _("Next action"),
+        ("next_action_due_at", "next_action_note", "next_action_set_at", "next_action_done_at"),
+    ),
+    (_("Timeline"), _DERIVED),
+    (_("Stall"), ("stalled_until", "stalled_reason", "stalled_at", "stalled_by")),
+    (_("Chain"), ("predecessor", "chain_root", "merged_into", "merged_at")),
+    (_("Record"), ("synced_at", "created_at", "updated_at")),
+)
+_EDITABLE = ("segment",)
+
+
 class TrackedOpportunityAdmin(ScopedAdminMixin, RecordHistoryAdmin):
     scope_path = ""
 
@@ -136,25 +216,22 @@ class TrackedOpportunityAdmin(ScopedAdminMixin, RecordHistoryAdmin):
         "awaiting_reply_since",
         "next_action_due_at",
     )
-    list_filter = ("status", "content_type", "team", "segment", "segment_source", "stage")
+    list_filter = ("status", TrackedContentTypeFilter, "team", "segment", "segment_source", "stage")
     list_select_related = ("content_type", "owner", "team", "segment")
     search_fields = ("title", "object_pk", "identities__key", "identities__raw")
     date_hierarchy = "arrived_at"
-    raw_id_fields = ("owner", "predecessor", "chain_root", "merged_into")
-    readonly_fields = (
-        "content_type",
-        "object_pk",
-        "team",
-        "segment_source",
-        "snapshot_digest",
-        "synced_at",
-        "created_at",
-        "updated_at",
-        "merged_at",
-        *_DERIVED,
+    fieldsets = tuple((name, {"fields": fields}) for name, fields in _FIELDSETS)
+    readonly_fields = tuple(
+        name for _name, fields in _FIELDSETS for name in fields if name not in _EDITABLE
     )
     inlines = (DeadlineInline, HandoffInline, IdentityInline, TouchInline)
     actions = ("merge_into_oldest", "mark_stalled", "clear_stall")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # tracking comes from the CRM through the adapters, never by hand
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # a host deletion closes it (sync), keeping its alerts' record
 
     def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "segment":
@@ -165,18 +242,15 @@ class TrackedOpportunityAdmin(ScopedAdminMixin, RecordHistoryAdmin):
         return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        pin = change and "segment" in form.changed_data
-        segment = obj.segment
-        if pin:
-            # Not written with the rest: set_segment pins it (so rules and the host stop
-            # deciding) and recomputes the deadlines its SLAs move.
-            obj.segment_id = form.initial.get("segment")
-        super().save_model(request, obj, form, change)
-        if pin:
-            segments.set_segment(obj, segment, timezone.now())
+        # The segment is the only field the form edits, and it is not written with a save:
+        # set_segment pins it (rules and the host stop deciding) and recomputes the deadlines
+        # its SLAs move. Nothing else on the row is ever written from this form.
+        if change and "segment" in form.changed_data:
+            segments.set_segment(obj, form.cleaned_data["segment"], timezone.now())
 
     @admin.action(description=_("Merge selected into the oldest open one"), permissions=("change",))
     def merge_into_oldest(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        report_skipped(self, request, queryset, _("not in this list"))
         opps = list(queryset.order_by("arrived_at", "pk"))
         if len(opps) < 2:
             self.message_user(request, _("Select at least two."), messages.WARNING)
@@ -215,7 +289,7 @@ class TrackedOpportunityAdmin(ScopedAdminMixin, RecordHistoryAdmin):
                     "%d opportunity marked stalled.", "%d opportunities marked stalled.", len(done)
                 )
                 report.insert(0, (messages.SUCCESS, text % len(done)))
-            return report
+            return report + skipped(request, queryset, _("not in this list"))
 
         return action_page(
             self,
@@ -229,20 +303,76 @@ class TrackedOpportunityAdmin(ScopedAdminMixin, RecordHistoryAdmin):
 
     @admin.action(description=_("Clear the stall of selected"), permissions=["change"])
     def clear_stall(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        report_skipped(self, request, queryset, _("not in this list"))
         now = timezone.now()
+        stalled = queryset.filter(stalled_until__isnull=False)
+        not_stalled = queryset.filter(stalled_until__isnull=True).count()
         done, refused = call_each(
-            queryset.filter(stalled_until__isnull=False).order_by("pk"),
+            stalled.order_by("pk"),
             lambda opp: stalls.clear_stalled(opp, by=request.user, now=now),
         )
         if done:
             text = ngettext("%d stall cleared.", "%d stalls cleared.", len(done))
             self.message_user(request, text % len(done), messages.SUCCESS)
+        if not_stalled:
+            text = ngettext(
+                "%d selected opportunity was not stalled.",
+                "%d selected opportunities were not stalled.",
+                not_stalled,
+            )
+            self.message_user(request, text % not_stalled, messages.WARNING)
         for level, text in refusal_messages(refused):
             self.message_user(request, text, level)
 
 
-@admin.register(Touch)
+class TouchForm(forms.ModelForm):
+    """Records a touch through the ingestion function (classification, refresh, handoffs),
+    on an opportunity of the user's scope: another id is "not one of the available choices",
+    exactly as one that does not exist."""
+
+    class Meta:
+        model = Touch
+        fields = ["opportunity", "channel", "direction", "outcome", "occurred_at", "summary"]
+
+    request: HttpRequest
+    recorded: Touch | None = None
+
+    def _post_clean(self) -> None:
+        # Not the model's own validation: the row is built and checked by record_touch.
+        pass
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.errors:
+            return cleaned
+        try:
+            recorded = touches.record_touch(
+                cleaned["opportunity"],
+                channel=cleaned["channel"],
+                direction=cleaned["direction"],
+                outcome=cleaned.get("outcome") or "",
+                occurred_at=cleaned["occurred_at"],
+                summary=cleaned.get("summary") or "",
+                actor=self.request.user,
+                source=ADMIN_SOURCE,
+                now=timezone.now(),
+            )
+        except ValidationError as exc:
+            for name, errors in exc.error_dict.items() if hasattr(exc, "error_dict") else ():
+                self.add_error(name if name in self.fields else None, errors)
+            if not hasattr(exc, "error_dict"):
+                self.add_error(None, exc)
+            return cleaned
+        self.recorded = recorded.touch
+        return cleaned
+
+
+#: The ``source`` of touches recorded by hand in the admin.
+ADMIN_SOURCE = "admin"
+
+
 class TouchAdmin(ScopedAdminMixin, admin.ModelAdmin):
+    form = TouchForm
     list_display = (
         "occurred_at",
         "opportunity",
@@ -257,17 +387,38 @@ class TouchAdmin(ScopedAdminMixin, admin.ModelAdmin):
     list_filter = ("channel", "direction", "is_meaningful", "meaningful_reason", "source")
     list_select_related = ("opportunity", "actor")
     search_fields = ("external_id", "contact", "summary")
-    raw_id_fields = ("opportunity", "actor")
+    raw_id_fields = ("opportunity",)
     date_hierarchy = "occurred_at"
     readonly_fields = ("is_meaningful", "meaningful_reason", "logging_lag", "created_at")
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        return type(form.__name__, (form,), {"request": request})
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "opportunity":
+            kwargs["queryset"] = access.opportunities_for(request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        # Recorded already, by the form's validation (which is where the domain's field
+        # errors belong); the admin goes on with ``obj`` (change log, redirect).
+        obj.pk, obj._state.adding = form.recorded.pk, False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Touches are evidence; they are recorded through record_touch(), never edited.
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # evidence: the timeline and the deadlines it implies rest on it
 
-@admin.register(Handoff)
+
 class HandoffAdmin(ScopedAdminMixin, RecordHistoryAdmin):
+    """Handoffs are written by owner changes synced from the CRM, and accepted by the new
+    owner (here, through the action, or by their first meaningful touch)."""
+
     list_display = (
         "opportunity",
         "from_owner",
@@ -279,13 +430,94 @@ class HandoffAdmin(ScopedAdminMixin, RecordHistoryAdmin):
     )
     list_filter = ("accepted_via",)
     list_select_related = ("opportunity", "from_owner", "to_owner")
-    raw_id_fields = ("opportunity", "from_owner", "to_owner", "accepted_touch", "created_by")
+    actions = ("accept",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_accept_permission(self, request: HttpRequest) -> bool:
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
+
+    @admin.action(
+        description=_("Accept selected handoffs (as their new owner)"), permissions=["accept"]
+    )
+    def accept(self, request: HttpRequest, queryset: QuerySet[Handoff]) -> None:
+        report_skipped(self, request, queryset, _("not in this list"))
+        now = timezone.now()
+        done, refused = call_each(
+            queryset.select_related("opportunity").order_by("pk"),
+            lambda handoff: handoffs.accept_handoff(handoff.opportunity, request.user, now),
+        )
+        if done:
+            text = ngettext("%d handoff accepted.", "%d handoffs accepted.", len(done))
+            self.message_user(request, text % len(done), messages.SUCCESS)
+        for level, text in refusal_messages(refused, lambda h: str(h.opportunity)):
+            self.message_user(request, text, level)
 
 
-@admin.register(DuplicateMatch)
 class DuplicateMatchAdmin(ScopedAdminMixin, admin.ModelAdmin):
-    list_display = ("opportunity", "duplicate", "kind", "key", "detected_at", "cleared_at")
+    """Possible duplicates found through a shared phone or email. A row belongs to its
+    ``opportunity``; the other side is named only when the viewer may see it."""
+
+    list_display = ("opportunity", "duplicate_shown", "kind", "key", "detected_at", "cleared_at")
     list_filter = ("kind",)
-    list_select_related = ("opportunity", "duplicate")
-    raw_id_fields = ("opportunity", "duplicate")
+    list_select_related = ("opportunity",)
     search_fields = ("key",)
+    fields = ("opportunity", "duplicate_shown", "kind", "key", "detected_at", "cleared_at")
+    readonly_fields = fields
+    actions = ("merge_duplicate",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        visible = access.opportunities_for(request.user).filter(pk=OuterRef("duplicate_id"))
+        queryset: QuerySet[Any] = super().get_queryset(request)
+        annotated: QuerySet[Any] = queryset.annotate(fv_duplicate_visible=Exists(visible))
+        return annotated.select_related("opportunity", "duplicate")
+
+    @admin.display(description=_("duplicate"))
+    def duplicate_shown(self, obj: Any) -> Any:
+        if obj.fv_duplicate_visible:
+            return obj.duplicate
+        return _("an opportunity outside your scope")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # found by identity matching
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_merge_permission(self, request: HttpRequest) -> bool:
+        opts = TrackedOpportunity._meta
+        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
+
+    @admin.action(description=_("Merge each duplicate into its opportunity"), permissions=["merge"])
+    def merge_duplicate(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        report_skipped(self, request, queryset, _("not in this list"))
+        now = timezone.now()
+
+        def merge(match: Any) -> None:
+            if not match.fv_duplicate_visible:
+                raise ValidationError(_("The duplicate is outside your scope."), code="scope")
+            merge_opportunities(
+                match.duplicate,
+                match.opportunity,
+                now=now,
+                by=request.user,
+                reason=f"admin merge by {request.user}",
+            )
+
+        done, refused = call_each(queryset.order_by("pk"), merge)
+        if done:
+            text = ngettext("%d duplicate merged.", "%d duplicates merged.", len(done))
+            self.message_user(request, text % len(done), messages.SUCCESS)
+        for level, text in refusal_messages(refused, lambda m: str(m.opportunity)):
+            self.message_user(request, text, level)

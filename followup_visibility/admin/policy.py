@@ -18,7 +18,11 @@ from followup_visibility.admin.forms import (
     format_duration,
     version_field_label,
 )
-from followup_visibility.admin.scoped import ReadOnlyChildInline
+from followup_visibility.admin.scoped import (
+    AdministeredAdminMixin,
+    ReadOnlyChildInline,
+    administered_teams,
+)
 from followup_visibility.choices import AlertSignal
 from followup_visibility.config import policies, preview
 from followup_visibility.models import SlaPolicy, SlaPolicyVersion
@@ -67,8 +71,10 @@ class VersionInline(ReadOnlyChildInline):
         return format_html_join(", ", "{}: {}", items) or "-"
 
 
-@admin.register(SlaPolicy)
-class SlaPolicyAdmin(admin.ModelAdmin):
+class SlaPolicyAdmin(AdministeredAdminMixin, admin.ModelAdmin):
+    """A manager adds and changes the policies of the teams they manage; company-wide ones
+    (the default, and a segment's policy for every team) need the see-all permission."""
+
     form = SlaPolicyForm
     list_display = ("name", "scope", "latest_version", "retired", "is_default")
     list_select_related = ("team", "segment")
@@ -105,6 +111,11 @@ class SlaPolicyAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return ("scope",) if obj is not None else ()
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "team":
+            kwargs.update(administered_teams(request))
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:

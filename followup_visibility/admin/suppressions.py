@@ -7,6 +7,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest
@@ -15,11 +16,15 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from followup_visibility.admin.forms import call_each, format_duration, refusal_messages
-from followup_visibility.admin.scoped import RecordHistoryAdmin
+from followup_visibility.admin.scoped import (
+    AdministeredAdminMixin,
+    RecordHistoryAdmin,
+    report_skipped,
+)
 from followup_visibility.choices import AlertSignal, AlertStatus
 from followup_visibility.config import suppressions
-from followup_visibility.engine import access
-from followup_visibility.models import InhibitionRule, Suppression
+from followup_visibility.engine import access, administration
+from followup_visibility.models import Suppression, Team
 
 _SUPPRESSION_HELP = _(
     "Every matcher you fill in must match; empty ones match everything, and at least one is "
@@ -132,7 +137,6 @@ def _age(value: timedelta) -> str:
     return format_duration(value)
 
 
-@admin.register(Suppression)
 class SuppressionAdmin(RecordHistoryAdmin):
     form = SuppressionForm
     list_display = (
@@ -176,6 +180,23 @@ class SuppressionAdmin(RecordHistoryAdmin):
         if obj is None:
             raise Http404  # outside the user's scope: not even confirmed to exist
         return obj
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        # An id outside the user's scope is "not one of the available choices", exactly as
+        # one that does not exist (check_scope then confines what is left).
+        user: Any = request.user
+        if db_field.name == "opportunity":
+            kwargs["queryset"] = access.opportunities_for(user)
+        elif not access.sees_everything(user) and db_field.name in ("owner", "team"):
+            managed = access.managed_team_ids(user)
+            if db_field.name == "team":
+                kwargs["queryset"] = Team.objects.filter(pk__in=managed)
+            else:
+                people = administration.people(managed) | get_user_model().objects.filter(
+                    pk=user.pk
+                )
+                kwargs["queryset"] = people.distinct()
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
         return {"starts_at": timezone.now(), **super().get_changeform_initial_data(request)}
@@ -242,6 +263,7 @@ class SuppressionAdmin(RecordHistoryAdmin):
 
     @admin.action(description=_("End selected rules now"), permissions=["change"])
     def end_now(self, request: HttpRequest, queryset: QuerySet[Suppression]) -> None:
+        report_skipped(self, request, queryset, _("not in this list"))
         now = timezone.now()
         done, refused = call_each(
             queryset.order_by("pk"),
@@ -254,8 +276,8 @@ class SuppressionAdmin(RecordHistoryAdmin):
             self.message_user(request, text, level)
 
 
-@admin.register(InhibitionRule)
-class InhibitionRuleAdmin(RecordHistoryAdmin):
+class InhibitionRuleAdmin(AdministeredAdminMixin, RecordHistoryAdmin):
+    team_path = None  # company-wide: they silence signals for every team
     list_display = ("source", "target", "is_active", "comment")
     list_filter = ("is_active", "source", "target")
     search_fields = ("comment",)

@@ -22,7 +22,7 @@ from simple_history.utils import bulk_update_with_history
 
 from followup_visibility.alerting import events, lifecycle, notifications
 from followup_visibility.choices import AlertStatus, EscalationOutcome
-from followup_visibility.engine import teams
+from followup_visibility.engine import access, teams
 from followup_visibility.engine.escalation_levels import Policies, counts_from
 from followup_visibility.models import Alert, Deadline, Escalation, EscalationPolicy
 
@@ -130,6 +130,7 @@ def _step(
     policies: Policies,
     current: Mapping[tuple[Any, str], tuple[datetime, datetime]],
     names: Mapping[Any, str],
+    gate: access.TenantGate,
 ) -> Escalation | None:
     """Advance one claimed alert (in memory) and return the step to record, if any."""
     opp = alert.opportunity
@@ -163,13 +164,22 @@ def _step(
     alert.escalate_at = policies.escalate_at(
         opp.team_id, counts_from(alert.due_at, alert.raised_at, alert.escalation_from), level + 1
     )
-    to = policies.recipient(opp.team_id, level, opp.owner_id)
+    # With tenancy, a manager outside the opportunity's tenant is passed over: the level goes
+    # to the next manager up who may hear of it.
+    to = policies.recipient(
+        opp.team_id, level, opp.owner_id, lambda manager: gate.allows(manager, opp.tenant)
+    )
     if to is None:
         alert._change_reason = _(  # type: ignore[attr-defined]
             "escalation level %(n)d: no manager to send to"
         ) % {"n": level}
         step.outcome = EscalationOutcome.NO_MANAGER
         step.note = _("No manager above the owner at level %(n)d.") % {"n": level}
+        if gate.enabled and policies.recipient(opp.team_id, level, opp.owner_id) is not None:
+            step.note = _(
+                "No manager above the owner at level %(n)d belongs to the opportunity's "
+                "company; those who do not were passed over."
+            ) % {"n": level}
         return step
     who = names.get(to[0], "?")
     alert._change_reason = _("escalated to level %(n)d: %(who)s") % {  # type: ignore[attr-defined]
@@ -183,15 +193,18 @@ def _step(
 
 
 def _fire_batch(
-    claimed: list[Alert], now: datetime, policies: Policies, names: Mapping[Any, str]
+    claimed: list[Alert], now: datetime, policies: Policies, users: Mapping[Any, Any]
 ) -> list[Escalation]:
+    names = {pk: _display(user) for pk, user in users.items()}
+    # Each manager's tenants are asked of the host at most once per batch.
+    gate = access.TenantGate(users)
     current = {
         (opp, signal): (event_at, due_at)
         for opp, signal, event_at, due_at in Deadline.objects.filter(
             opportunity_id__in={a.opportunity_id for a in claimed}
         ).values_list("opportunity_id", "signal", "event_at", "due_at")
     }
-    steps = [s for a in claimed if (s := _step(a, now, policies, current, names)) is not None]
+    steps = [s for a in claimed if (s := _step(a, now, policies, current, names, gate)) is not None]
 
     # The claim's row locks already keep overlapping passes apart; this keeps a step that is
     # somehow on record (a pass retried after its alert update was lost) from being recorded
@@ -220,7 +233,7 @@ def _fire_batch(
     if notified:
         quiet = notifications.QuietHours.load({s.recipient_id for s in notified})
         for step in notified:
-            notifications.notify_escalation(step, now, quiet=quiet)
+            notifications.notify_escalation(step, now, quiet=quiet, gate=gate)
     return new
 
 
@@ -234,7 +247,7 @@ def fire(now: datetime, *, batch: int = 500) -> list[Escalation]:
     """
     policies = Policies.load()
     managers = {m for m in policies.managers.values() if m is not None}
-    names = {pk: _display(u) for pk, u in get_user_model().objects.in_bulk(managers).items()}
+    users = get_user_model().objects.in_bulk(managers)
     recorded: list[Escalation] = []
     while True:
         with transaction.atomic():
@@ -246,7 +259,7 @@ def fire(now: datetime, *, batch: int = 500) -> list[Escalation]:
             )
             if not claimed:
                 break
-            recorded += _fire_batch(claimed, now, policies, names)
+            recorded += _fire_batch(claimed, now, policies, users)
     outcomes = Counter(s.outcome for s in recorded)
     logger.info("escalation fired %d steps: %s", len(recorded), dict(outcomes))
     return recorded

@@ -138,6 +138,27 @@ def resolve_cleared(
     return [pk for pk, _reason in done]
 
 
+def resolve_unbacked(matched: QuerySet[Alert], now: datetime) -> list[int]:
+    """Resolve the ``matched`` active alerts automatically, as :func:`resolve_cleared` does,
+    for the sweep's check of alerts that no due deadline stands behind; their ids.
+
+    One statement on PostgreSQL, with the history rows; a ``resolved`` event for them.
+    """
+    note = _("condition cleared: no due deadline")
+    return bulk_transition(
+        matched.annotate(fv_reason=Value(note[:REASON_MAX], output_field=CharField())),
+        from_statuses=ACTIVE_ALERT_STATUSES,
+        changes={
+            "status": AlertStatus.RESOLVED,
+            "resolved_at": now,
+            "resolution": Resolution.AUTO,
+            "resolution_note": note[:255],
+        },
+        now=now,
+        event=AlertTransition.RESOLVED,
+    )
+
+
 def _locked(alert: Alert) -> Alert:
     locked: Alert = Alert.objects.select_for_update().get(pk=alert.pk)
     return locked

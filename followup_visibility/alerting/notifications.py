@@ -5,7 +5,8 @@ names what it says (kind, severity or level, and which repeat). The unique const
 recipient, channel, dedupe_key) makes creating one idempotent: overlapping or retried passes
 insert nothing new. Inbox rows are delivered when created; email rows wait for
 :func:`deliver`, which sends one digest per recipient, and for the recipient's working hours
-unless the alert is critical.
+unless the alert is critical. An email row is marked sent only once the mail backend accepted
+its digest; until then the outbox tries again, with backoff.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from django.db.models import (
     OuterRef,
     QuerySet,
     Subquery,
+    TextField,
     Value,
 )
 from django.db.models.functions import Cast, Coalesce, Concat
@@ -45,9 +47,9 @@ from followup_visibility.choices import (
     Severity,
 )
 from followup_visibility.conf import app_settings
-from followup_visibility.engine import calendars, severity
+from followup_visibility.engine import access, calendars, severity
 from followup_visibility.engine.business_time import BusinessCalendar, next_opening
-from followup_visibility.models import Alert, Escalation, Notification, Team
+from followup_visibility.models import Alert, Escalation, Notification, OutboxMessage, Team
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +190,7 @@ def notify_alerts(now: datetime, *, batch: int = 2000) -> int:
     Each gets an inbox message and, with ``NOTIFY_EMAIL``, an email (held until the owner's
     working hours unless the alert is critical). Only alerts whose owner is due a message
     are read (see :func:`pending_alerts`), so a pass costs in proportion to what is new.
+    With tenancy, an owner outside the opportunity's tenant is not told (nor counted).
     """
     created, last_pk = 0, 0
     while True:
@@ -204,14 +207,17 @@ def notify_alerts(now: datetime, *, batch: int = 2000) -> int:
                 "due_at",
                 "opportunity__title",
                 "opportunity_id",
+                "opportunity__tenant",
             )[:batch]
         )
         if not rows:
             return created
         last_pk = rows[-1][0]
+        gate = access.TenantGate.load({row[1] for row in rows})
+        rows = [row for row in rows if gate.allows(row[1], row[8])]
         quiet = QuietHours.load({row[1] for row in rows})
         notes: list[Notification] = []
-        for pk, owner, level, key, signal, due_at, title, opp_id in rows:
+        for pk, owner, level, key, signal, due_at, title, opp_id, _tenant in rows:
             what = _("%(signal)s on %(title)s") % {
                 "signal": AlertSignal(signal).label,
                 "title": title or _("opportunity %(pk)s") % {"pk": opp_id},
@@ -230,18 +236,26 @@ def notify_alerts(now: datetime, *, batch: int = 2000) -> int:
 
 
 def notify_escalation(
-    escalation: Escalation, now: datetime, *, quiet: QuietHours | None = None
+    escalation: Escalation,
+    now: datetime,
+    *,
+    quiet: QuietHours | None = None,
+    gate: access.TenantGate | None = None,
 ) -> int:
     """Tell the manager an alert was escalated to them (inbox, and email); return rows made.
 
     The dedupe key is ``escalation:<level>:<step id>``: each step notifies its recipient once
-    (a reopened episode climbs the levels again, with new steps).
+    (a reopened episode climbs the levels again, with new steps). With tenancy, a recipient
+    outside the opportunity's tenant is not told (``gate``: the batch's, else read here).
     """
     recipient = escalation.recipient_id
     if recipient is None:
         return 0
     alert = escalation.alert
     opp = alert.opportunity
+    gate = gate or access.TenantGate.load([recipient])
+    if not gate.allows(recipient, opp.tenant):
+        return 0
     level = severity.of_alert(alert, now)
     what = _("%(signal)s on %(title)s") % {
         "signal": alert.get_signal_display(),
@@ -286,11 +300,15 @@ def _digest(notes: Sequence[Notification]) -> tuple[str, str]:
     return subject, "\n".join(lines).rstrip() + "\n"
 
 
-def _mark(notes: Sequence[Notification], now: datetime, note: str = "") -> None:
-    for row in notes:
-        row.sent_at = now
-        if note:
-            row.body = f"{row.body}\n\n{note}".strip()
+def _close(ids: Sequence[int], now: datetime, note: str) -> None:
+    """Mark these rows done without an email, saying why in their body (one statement)."""
+    if ids:
+        body = Concat(F("body"), Value(f"\n\n{note}"), output_field=TextField())
+        Notification.objects.filter(pk__in=ids).update(sent_at=now, body=body)
+
+
+def _utc(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 #: The first key of the per-recipient advisory locks ``deliver`` takes ("fvdl").
@@ -311,20 +329,53 @@ def _claim_recipients(recipient_ids: list[Any]) -> list[Any]:
 EMAIL = "followup_visibility.email"
 
 
-def deliver(now: datetime, *, recipients_per_batch: int = 100) -> int:
-    """Email what is due: one digest per recipient per pass; return how many it composed.
+def _queue_key(recipient_id: Any) -> str:
+    """The outbox key of a recipient's digest: a key is pending once at a time (an index)."""
+    return f"{EMAIL}:{recipient_id}"
 
-    Composing and sending are apart. Each recipient is claimed whole (a transaction-scoped
-    advisory lock) and their pending email rows with ``SELECT ... FOR UPDATE SKIP LOCKED``,
-    so overlapping passes never take the same row twice nor split one recipient's messages
-    into two digests; the digest is queued in the outbox and the rows marked sent in the same
-    transaction. The queued digests are sent after that transaction commits, outside any
-    lock, each once (here, or by a worker the commit woke): a pass retried after it sent
-    finds nothing left to send, and an email that fails is tried again by the next drain of
-    the outbox. Rows are marked sent without an
-    email, with a note in their body, when the recipient has no email address
-    (:data:`NO_ADDRESS_NOTE`; the inbox has the message) or the alert was closed while the
-    email waited for working hours (:data:`CLOSED_NOTE`).
+
+class NotSent(Exception):
+    """The mail backend accepted none of a digest, without raising (it fails silently)."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a :func:`deliver` pass did."""
+
+    #: Digests the pass composed and queued in the outbox.
+    composed: int = 0
+    #: Queued digests (this pass's or earlier ones) its drain completed: each was accepted
+    #: by the mail backend.
+    sent: int = 0
+    #: Attempts of its drain that failed (raised, or accepted by none): tried again later.
+    failed: int = 0
+    #: Of those, digests given up after their last attempt.
+    given_up: int = 0
+
+
+def deliver(now: datetime, *, recipients_per_batch: int = 100) -> Delivery:
+    """Email what is due: compose the digests (:func:`compose`), then send the queued ones.
+
+    They are sent here, after the commit, unless a worker the commit woke got there first:
+    ``sent`` counts what this pass's drain sent, retries of earlier digests included.
+    """
+    composed = compose(now, recipients_per_batch=recipients_per_batch)
+    drained = outbox.drain(clock=lambda: now, kinds=[EMAIL])
+    return Delivery(composed, drained.done, drained.failed, drained.given_up)
+
+
+def compose(now: datetime, *, recipients_per_batch: int = 100) -> int:
+    """Queue one digest per recipient of the email rows due by ``now``; return how many.
+
+    Each recipient is claimed whole (a transaction-scoped advisory lock) and their due rows
+    with ``SELECT ... FOR UPDATE SKIP LOCKED``, so overlapping passes never take the same
+    row twice nor split one recipient's messages into two digests. The digest, with the ids
+    of its rows, goes into the outbox in that transaction; the rows stay unsent until the
+    mail backend accepts it (:func:`send_email`). A recipient whose digest is still queued
+    (waiting for a retry) gets no second one: what fell due meanwhile waits for their next.
+    Rows are marked sent without an email, with a note in their body, when the recipient
+    has no email address (:data:`NO_ADDRESS_NOTE`; the inbox has the message) or the alert
+    was closed while the email waited for working hours (:data:`CLOSED_NOTE`).
     """
     due = Notification.objects.filter(
         channel=NotificationChannel.EMAIL, sent_at__isnull=True, deliver_after__lte=now
@@ -332,53 +383,115 @@ def deliver(now: datetime, *, recipients_per_batch: int = 100) -> int:
     recipients = list(
         due.order_by("recipient_id").values_list("recipient_id", flat=True).distinct()
     )
-    email_field = get_user_model().get_email_field_name()
     composed = 0
     for start in range(0, len(recipients), recipients_per_batch):
-        chunk = recipients[start : start + recipients_per_batch]
         with transaction.atomic():
-            chunk = _claim_recipients(chunk)
-            claimed = list(
-                due.filter(recipient_id__in=chunk)
-                .select_for_update(skip_locked=True, of=("self",))
-                .select_related("recipient", "alert")
-                .order_by("recipient_id", "created_at", "pk")
-            )
-            by_recipient: dict[Any, list[Notification]] = {}
-            done: list[Notification] = []
-            emails: list[dict[str, Any]] = []
-            for row in claimed:
-                if row.alert.status in ACTIVE_ALERT_STATUSES:
-                    by_recipient.setdefault(row.recipient_id, []).append(row)
-                else:
-                    _mark([row], now, CLOSED_NOTE)
-                    done.append(row)
-            for notes in by_recipient.values():
-                address = getattr(notes[0].recipient, email_field, "") or ""
-                if not address:
-                    _mark(notes, now, NO_ADDRESS_NOTE)
-                    done += notes
-                    continue
-                subject, body = _digest(notes)
-                emails.append({"to": address, "subject": subject, "body": body})
-                _mark(notes, now)
-                done += notes
-            Notification.objects.bulk_update(done, ["sent_at", "body"])
-            outbox.enqueue(EMAIL, emails, now=now)
-            composed += len(emails)
-    # Sent here unless a worker woken by the commit got there first.
-    outbox.drain(clock=lambda: now, kinds=[EMAIL])
+            chunk = recipients[start : start + recipients_per_batch]
+            composed += _compose_batch(due, _claim_recipients(chunk), now)
     return composed
 
 
+def _compose_batch(due: QuerySet[Notification], recipients: list[Any], now: datetime) -> int:
+    keys = {_queue_key(r): r for r in recipients}
+    queued = set(outbox.pending([EMAIL]).filter(key__in=list(keys)).values_list("key", flat=True))
+    rows = (
+        due.filter(recipient_id__in=[r for k, r in keys.items() if k not in queued])
+        .select_for_update(skip_locked=True, of=("self",))
+        .select_related("recipient", "alert")
+        .order_by("recipient_id", "created_at", "pk")
+    )
+    by_recipient: dict[Any, list[Notification]] = {}
+    closed: list[int] = []
+    for row in rows:
+        if row.alert.status in ACTIVE_ALERT_STATUSES:
+            by_recipient.setdefault(row.recipient_id, []).append(row)
+        else:
+            closed.append(row.pk)
+    email_field = get_user_model().get_email_field_name()
+    unaddressed: list[int] = []
+    emails: list[dict[str, Any]] = []
+    digest_keys: list[str] = []
+    for recipient, notes in by_recipient.items():
+        address = getattr(notes[0].recipient, email_field, "") or ""
+        if not address:
+            unaddressed += [note.pk for note in notes]
+            continue
+        subject, body = _digest(notes)
+        ids = [note.pk for note in notes]
+        emails.append({"to": address, "subject": subject, "body": body, "notifications": ids})
+        digest_keys.append(_queue_key(recipient))
+    _close(closed, now, CLOSED_NOTE)
+    _close(unaddressed, now, NO_ADDRESS_NOTE)
+    outbox.enqueue(EMAIL, emails, now=now, keys=digest_keys)
+    return len(emails)
+
+
 def send_email(payload: Mapping[str, Any], now: datetime) -> None:
-    """The outbox work of a composed email: send it (a side effect, after commit)."""
-    EmailMessage(payload["subject"], payload["body"], to=[payload["to"]]).send()
+    """The outbox work of a composed digest: send it, then mark its rows sent (one statement).
+
+    A side effect, run after commit. Only a digest the mail backend accepted marks its rows:
+    one that raises, or whose ``send()`` returns 0 (a backend failing silently), raises here,
+    so the outbox keeps the rows unsent, records the error and tries again after its backoff.
+    A digest whose rows are all marked was accepted by an attempt that died before its
+    message was marked done: it is not sent again.
+    """
+    ids = payload.get("notifications")
+    unsent = Notification.objects.filter(pk__in=ids or (), sent_at__isnull=True)
+    if ids is not None and not unsent.exists():
+        return
+    message = EmailMessage(payload["subject"], payload["body"], to=[payload["to"]])
+    if not message.send():
+        raise NotSent("the mail backend accepted none of it (send() returned 0)")
+    # A digest queued by an older version carries no ids: its rows were marked when composed.
+    if ids is not None:
+        unsent.update(sent_at=now)
+
+
+def delivery_state(note: Notification, now: datetime) -> str:
+    """Where an email row's delivery stands, in words (the admin shows it).
+
+    Sent, or closed without an email; held for working hours; due for the next pass; or in
+    a queued digest: its attempts, last error and next try, or given up with its error.
+    """
+    if note.channel != NotificationChannel.EMAIL:
+        return _("delivered to the inbox")
+    if note.sent_at is not None:
+        for reason in (NO_ADDRESS_NOTE, CLOSED_NOTE):
+            if note.body.endswith(reason):
+                return reason.strip("[]")
+        return _("sent at %(at)s") % {"at": _utc(note.sent_at)}
+    digests = OutboxMessage.objects.filter(
+        kind=EMAIL,
+        key=_queue_key(note.recipient_id),
+        done_at__isnull=True,
+        created_at__gte=note.created_at,
+    ).order_by("-pk")
+    for digest in digests.iterator():
+        if note.pk in digest.payload.get("notifications", ()):
+            return _queued_state(digest)
+    if note.deliver_after > now:
+        return _("held for working hours until %(at)s") % {"at": _utc(note.deliver_after)}
+    return _("due: the next delivery pass composes it")
+
+
+def _queued_state(digest: OutboxMessage) -> str:
+    facts = {"n": digest.attempts, "error": digest.last_error}
+    if digest.failed_at is not None:
+        return _(
+            "not sent: given up at %(at)s after %(n)d attempts (%(error)s); the next "
+            "delivery pass puts it in a new digest"
+        ) % {**facts, "at": _utc(digest.failed_at)}
+    if digest.last_error:
+        return _(
+            "not sent yet: %(n)d attempts, the last error %(error)s; next not before %(at)s"
+        ) % {**facts, "at": _utc(digest.available_at)}
+    return _("queued to be sent")
 
 
 def inbox(user: Any) -> QuerySet[Notification]:
-    """``user``'s in-app messages, newest first."""
-    return Notification.objects.filter(recipient=user, channel=NotificationChannel.INBOX)
+    """``user``'s in-app messages, newest first; with tenancy, about their tenants only."""
+    mine = Notification.objects.filter(recipient=user, channel=NotificationChannel.INBOX)
+    return mine.filter(access.tenant_q(access.user_tenants(user), "alert__opportunity"))
 
 
 def mark_read(notification_ids: Iterable[int], user: Any, now: datetime) -> int:

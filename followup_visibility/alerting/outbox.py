@@ -12,7 +12,10 @@ Handlers are registered by kind (:func:`register`) when the app starts. An
 message's completion commit together: a crash rolls both back and the message is claimed
 again. A side effect outside the database (an email) cannot roll back: its message is claimed
 with a lease that commits first, the effect runs outside any transaction, and the message is
-marked done after it; only a crash between the effect and that mark repeats it.
+marked done after it; only a crash between the effect and that mark repeats it (a handler
+that records its effect, as the email one does, can narrow that). Work that did not happen
+raises, whether it failed loudly or not (an email the backend accepted none of): the message
+keeps the error and is tried again after :data:`BACKOFF`, for every kind alike.
 """
 
 from __future__ import annotations
@@ -73,23 +76,34 @@ def register(kind: str, run: Run, *, atomic: bool = True, max_attempts: int = 8)
 
 
 def enqueue(
-    kind: str, payloads: Sequence[Mapping[str, Any]], *, now: datetime, key: str = ""
+    kind: str,
+    payloads: Sequence[Mapping[str, Any]],
+    *,
+    now: datetime,
+    key: str = "",
+    keys: Sequence[str] = (),
 ) -> None:
     """Record work of ``kind`` in the current transaction, one message per payload.
 
     A ``key`` (one payload only) merges this message with a pending one of the same key.
+    ``keys`` (one per payload) name the messages without merging: a key is held by one
+    pending message at a time (a unique index), so the caller makes sure, under its own
+    lock, that none of them is pending; otherwise the insert raises ``IntegrityError``.
     """
     if not payloads:
         return
+    if keys and len(keys) != len(payloads):
+        raise ValueError("keys name one message each")
     if key:
         if len(payloads) != 1:
             raise ValueError("a merge key names one message")
         # A pending message with the same key already carries this work.
         sql.merge_message(kind, payloads[0], key, now)
     else:
+        named = keys or [""] * len(payloads)
         OutboxMessage.objects.bulk_create(
-            OutboxMessage(kind=kind, payload=dict(p), created_at=now, available_at=now)
-            for p in payloads
+            OutboxMessage(kind=kind, payload=dict(p), key=k, created_at=now, available_at=now)
+            for p, k in zip(payloads, named, strict=True)
         )
     count = len(payloads)
     transaction.on_commit(

@@ -148,6 +148,16 @@ def no_jit() -> None:
             cursor.execute("SET LOCAL jit = off")
 
 
+def unflushed_commit() -> None:
+    """Let this transaction's commit return before it reaches the disk (PostgreSQL): for work
+    whose loss in a crash of the database server the next sweep pass repairs. Others see it
+    at commit as usual; waiting for the flush cost the sweep's check after a raise two
+    thirds of its time."""
+    if postgres():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit = off")
+
+
 def advisory_lock(key: int, *, wait: bool) -> bool:
     """Take a transaction-scoped advisory lock; whether it was taken (always, off PostgreSQL,
     where one writer at a time holds the database anyway)."""
@@ -159,6 +169,31 @@ def advisory_lock(key: int, *, wait: bool) -> bool:
             return True
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [key])
         return bool(cursor.fetchone()[0])
+
+
+def lock_for_share(model: type[models.Model], ids: Sequence[int]) -> None:
+    """Lock these rows of ``model`` ``FOR SHARE``, in key order, until this transaction ends
+    (PostgreSQL; off it there is one writer at a time anyway).
+
+    The lock waits for every transaction holding one of them ``FOR NO KEY UPDATE`` or more (a
+    refresh holds its chains so until it commits) and keeps new ones out until this
+    transaction ends; readers and other share lockers pass. In a separate statement of the
+    same transaction (a fresh snapshot, at READ COMMITTED) the writes of those it waited for
+    are then visible.
+    """
+    if not postgres() or not ids:
+        return
+    pk = model._meta.pk
+    assert pk is not None
+    column, keys = quote(pk.column), sorted(ids)
+    with bound_cursor() as cursor:
+        # The range lets the planner use the key's index (see ``among``).
+        cursor.execute(
+            f"WITH locked AS (SELECT {column} FROM {table(model)} "
+            f"WHERE {column} BETWEEN %s AND %s AND {column} = ANY(%b) "
+            f"ORDER BY {column} FOR SHARE) SELECT count(*) FROM locked",
+            [keys[0], keys[-1], keys],
+        )
 
 
 def try_advisory_locks(key: int, ids: Sequence[Any]) -> list[Any]:
@@ -678,6 +713,10 @@ class Raised:
     oldest_due: datetime | None = None
     raised_ids: list[int] | None = None
     reopened_ids: list[int] | None = None
+    #: The opportunities with an alert raised or reopened, in key order: always on PostgreSQL,
+    #: where the sweep checks them again after its commit; never on SQLite, whose single
+    #: writer leaves nothing to check (see ``sweep.recheck``).
+    opportunity_ids: Sequence[int] = ()
 
 
 def raise_alerts(due: QuerySet[Any], now: datetime, *, ids: bool = False) -> Raised:
@@ -729,7 +768,10 @@ def raise_alerts(due: QuerySet[Any], now: datetime, *, ids: bool = False) -> Rai
                 SELECT (SELECT count(*) FROM due), (SELECT count(*) FROM ins),
                        (SELECT count(*) FROM reopened),
                        LEAST((SELECT min(due_at) FROM ins), (SELECT min(due_at) FROM reopened)),
-                       {id_lists}
+                       {id_lists},
+                       (SELECT array_agg(r.o ORDER BY r.o) FROM (
+                           SELECT opportunity_id FROM ins UNION SELECT opportunity_id FROM reopened
+                       ) AS r(o))
                 """,
                 [
                     *params,
@@ -742,7 +784,7 @@ def raise_alerts(due: QuerySet[Any], now: datetime, *, ids: bool = False) -> Rai
                     REOPENED_REASON,
                 ],
             )
-            examined, raised, reopened, oldest, raised_ids, reopened_ids = cursor.fetchone()
+            examined, raised, reopened, oldest, raised_ids, reopened_ids, opps = cursor.fetchone()
             return Raised(
                 int(examined),
                 int(raised),
@@ -750,6 +792,7 @@ def raise_alerts(due: QuerySet[Any], now: datetime, *, ids: bool = False) -> Rai
                 oldest,
                 sorted(raised_ids or []) if ids else None,
                 sorted(reopened_ids or []) if ids else None,
+                list(opps or []),
             )
         cursor.execute(f"SELECT COUNT(*) FROM ({sql}) due", params)
         result = Raised(examined=int(cursor.fetchone()[0]))
@@ -806,3 +849,47 @@ def raise_alerts(due: QuerySet[Any], now: datetime, *, ids: bool = False) -> Rai
             )
             result.oldest_due = touched.aggregate(oldest=models.Min("due_at"))["oldest"]
     return result
+
+
+def unbacked_alerts(
+    now: datetime, *, opportunity_ids: Sequence[int] = (), keys: tuple[int, int] | None = None
+) -> list[int]:
+    """Keys of the active alerts raised by ``now`` that no due deadline stands behind, of
+    these opportunities or of the ``keys`` range (inclusive), in key order.
+
+    Stood behind: a deadline of the alert's signal and episode that is due by ``now`` or by
+    ``computed_at``, the clock of the change that last wrote it (a chunk runs with the clock
+    its pass started with, perhaps behind a refresh that rightly kept the alert). Raw SQL: the
+    sweep runs this after every raise, and building it with the ORM cost more than running it.
+    """
+    alert, deadline = table(Alert), table(Deadline)
+    active = ", ".join(["%s"] * len(ACTIVE_ALERT_STATUSES))
+    scope = "a.opportunity_id BETWEEN %s AND %s"
+    scope_params: list[Any] = list(keys or ())
+    if keys is None:
+        if not opportunity_ids:
+            return []
+        ids = sorted(opportunity_ids)
+        scope_params = [ids[0], ids[-1]]
+        if postgres():
+            scope += " AND a.opportunity_id = ANY(%b)"
+            scope_params.append(ids)
+        else:
+            scope += f" AND a.opportunity_id IN ({', '.join(['%s'] * len(ids))})"
+            scope_params += ids
+    with bound_cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT a.id FROM {alert} a
+            WHERE {scope} AND a.status IN ({active}) AND a.raised_at <= %s
+              AND NOT EXISTS (
+                  SELECT 1 FROM {deadline} d
+                  WHERE d.opportunity_id = a.opportunity_id AND d.signal = a.signal
+                    AND d.event_at = a.episode_at
+                    AND (d.due_at <= %s OR d.due_at <= d.computed_at)
+              )
+            ORDER BY a.id
+            """,
+            [*scope_params, *ACTIVE_ALERT_STATUSES, db_datetime(now), db_datetime(now)],
+        )
+        return [row[0] for row in cursor.fetchall()]

@@ -11,13 +11,19 @@ A steady pass looks only at deadlines that fell due, or were rewritten, since th
 (and at those a suppression or an inhibition stopped holding back since); a full pass looks at
 every due deadline and repairs whatever a steady one missed. Deadlines an active suppression
 matches, or an active inhibition rule silences, are examined but raise nothing.
+
+An alert is raised from a snapshot of the deadlines, and a refresh committing meanwhile may
+clear its deadline without seeing the uncommitted alert: after each raise commits,
+:func:`recheck` resolves what that left behind; after a chunk of a full pass, every active
+alert of its range that no due deadline stands behind, whatever left it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import transaction
 from django.db.models import (
@@ -39,7 +45,7 @@ from followup_visibility.alerting import events, holds, lifecycle, sql
 from followup_visibility.alerting.holds import Holds
 from followup_visibility.choices import AlertStatus, AlertTransition, Resolution
 from followup_visibility.conf import app_settings
-from followup_visibility.models import Alert, Deadline, Suppression, SweepRun
+from followup_visibility.models import Alert, Deadline, Suppression, SweepRun, TrackedOpportunity
 
 logger = logging.getLogger(__name__)
 
@@ -106,13 +112,15 @@ def raise_due(
     holds_: Holds | None = None,
     *,
     per_row: bool = False,
+    keys: Range | None = None,
 ) -> tuple[int, int, datetime | None]:
     """Insert an open alert for every deadline in ``deadlines`` that nothing holds back.
 
     Returns (examined, raised, the oldest raised alert's ``due_at``); reopened episodes count
     as raised. History rows are written set-based too (raw SQL bypasses simple-history), and
-    the raise and the reopening are announced as events. ``per_row``: see
-    :func:`~followup_visibility.alerting.holds.held_q`; chunks of a full pass set it.
+    the raise and the reopening are announced as events, and checked again after the commit
+    (:func:`recheck`). ``per_row``: see :func:`~followup_visibility.alerting.holds.held_q`;
+    chunks of a full pass set it, and ``keys``, their range, which the check covers whole.
     """
     held = holds.held_q(now, holds_, per_row=per_row)
     flag: Any = (
@@ -130,7 +138,70 @@ def raise_due(
         events.changed(
             AlertTransition.REOPENED, done.reopened_ids or [], now, reason=sql.REOPENED_REASON
         )
+    if done.opportunity_ids or keys is not None:
+        ids = done.opportunity_ids
+
+        def check() -> None:
+            recheck(now, ids, keys)
+
+        # Robust: the raise has committed; should the check fail, the next full pass repairs.
+        # (A function, not a partial: Django names it by ``__qualname__`` when it logs that.)
+        transaction.on_commit(check, robust=True)
     return done.examined, done.raised + done.reopened, done.oldest_due
+
+
+def recheck(now: datetime, opportunity_ids: Sequence[int], keys: Range | None = None) -> int:
+    """After a raise committed: resolve the alerts of these opportunities (those it raised or
+    reopened on) that a concurrent refresh cleared while they were being raised, or with
+    ``keys`` (a chunk of a full pass) every alert of that range that no due deadline stands
+    behind (:func:`~followup_visibility.alerting.sql.unbacked_alerts`); how many.
+
+    The race: the raise reads the deadlines in its statement's snapshot; a refresh commits new
+    deadlines after that snapshot, and its own automatic resolution cannot see the alert until
+    the raise commits. Every such refresh holds its opportunities ``FOR NO KEY UPDATE`` from
+    before it writes their deadlines until it commits. This transaction starts after the raise
+    committed and locks the opportunities ``FOR SHARE``, which waits for such a lock. Then:
+
+    - a refresh whose resolution statement began after the raise committed saw the alert and
+      resolved it itself (each statement reads afresh at READ COMMITTED);
+    - one whose resolution began before that still holds its lock or has committed when
+      this transaction starts: the lock waits for that commit (or finds it done), and the
+      next statement, reading afresh, sees both its deadlines and the alert, and resolves it;
+    - a refresh that takes its lock after this one waits for this commit, then sees the
+      alert and judges it itself.
+
+    So once the raise, the refreshes and this have committed, no alert it raised stands
+    without a due deadline. Three statements, and a fourth when something is resolved (on
+    SQLite only the look and the resolution: it has a single writer, so no refresh commits
+    while the raise runs, and ``raise_alerts`` names no opportunities there). A chunk's range
+    costs one more (``no_jit``) and, with nothing raised, no lock: this is how a full pass
+    repairs what anything else left, a worker lost before its check, an older version, a
+    deadline written without a refresh.
+    """
+    # A transaction of its own: it runs after the raise's commit (``on_commit``). Should a
+    # crash of the database lose its commit, the next full pass does its work again.
+    with transaction.atomic(savepoint=False):
+        sql.unflushed_commit()
+        sql.lock_for_share(TrackedOpportunity, opportunity_ids)
+        if keys is not None:
+            sql.no_jit()
+        # Under the lock no refresh changes the deadlines of what was raised until this
+        # commits, so the resolution goes by the keys found. Elsewhere in a chunk's range one
+        # may in between: an alert it made due again is resolved, and reopened by the next
+        # steady pass, which looks at deadlines rewritten since the last.
+        stale = sql.unbacked_alerts(now, opportunity_ids=opportunity_ids, keys=keys)
+        resolved = []
+        if stale:
+            matched = Alert.objects.filter(sql.among(Alert, "id", stale))
+            resolved = lifecycle.resolve_unbacked(matched, now)
+    if resolved:
+        logger.info(
+            "sweep at %s: resolved %d alerts no due deadline stood behind (%s)",
+            now.isoformat(),
+            len(resolved),
+            "raised" if keys is None else f"keys {keys[0]}-{keys[1]}",
+        )
+    return len(resolved)
 
 
 # Passes ----------------------------------------------------------------------------------
@@ -143,22 +214,26 @@ def _lock(wait: bool) -> bool:
 
 
 def ranges(now: datetime, size: int | None = None) -> list[Range]:
-    """Inclusive ``(first, last)`` opportunity keys covering the deadlines due by ``now``, in
-    ranges of ``size`` (``SWEEP_CHUNK_SIZE``) consecutive keys, so none holds more than
-    ``size`` opportunities.
+    """Inclusive ``(first, last)`` opportunity keys covering the deadlines due by ``now`` and
+    the active alerts (a full pass checks that a due deadline stands behind each), in ranges
+    of ``size`` (``SWEEP_CHUNK_SIZE``) consecutive keys, so none holds more than ``size``
+    opportunities.
 
-    Equal widths cost two index probes (the lowest and highest key with a due deadline);
-    numbering the distinct keys instead took a second at a million. Where keys are sparse
-    (many closed opportunities between the open ones) some ranges hold fewer opportunities,
-    or none: such a chunk finds nothing in one index probe.
+    Equal widths cost four index probes (the lowest and highest key with a due deadline, and
+    with an active alert); numbering the distinct keys instead took a second at a million.
+    Where keys are sparse (many closed opportunities between the open ones) some ranges hold
+    fewer opportunities, or none: such a chunk finds nothing in two index probes.
     """
     size = size or app_settings.SWEEP_CHUNK_SIZE
-    bounds = Deadline.objects.filter(due_at__lte=now).aggregate(
-        first=Min("opportunity_id"), last=Max("opportunity_id")
-    )
-    first, last = bounds["first"], bounds["last"]
-    if first is None:
+    keys = [
+        key
+        for found in (Deadline.objects.filter(due_at__lte=now), Alert.objects.active())
+        for key in found.aggregate(Min("opportunity_id"), Max("opportunity_id")).values()
+        if key is not None
+    ]
+    if not keys:
         return []
+    first, last = min(keys), max(keys)
     return [(key, min(key + size - 1, last)) for key in range(first, last + 1, size)]
 
 
@@ -204,6 +279,8 @@ def _start(now: datetime, *, full: bool, wait: bool) -> tuple[SweepRun, list[Ran
         if full:
             work = ranges(now)
             run.chunks = len(work)
+            # Kept so that chunks lost with a worker can be issued again (``lost_chunks``).
+            run.ranges = [[first, last] for first, last in work]
             if not work:  # nothing due: done already
                 run.finished_at, run.lag = now, timedelta(0)
         else:
@@ -260,7 +337,9 @@ def run_chunk(run_id: int, first: Any, last: Any, now: datetime) -> tuple[int, i
         # of the range is examined.
         holds_ = Holds.at(now)
         deadlines = due(now, first=first, last=last, holds_=holds_)
-        examined, raised, oldest = raise_due(deadlines, now, holds_, per_row=True)
+        examined, raised, oldest = raise_due(
+            deadlines, now, holds_, per_row=True, keys=(first, last)
+        )
         # Locked last, so the chunks of a pass run side by side and queue only here; under
         # the lock the counters add up exactly and only the chunk that completes the run
         # finishes it.
@@ -305,6 +384,83 @@ def sweep(now: datetime, *, full: bool = False) -> SweepRun:
         run_chunk(run.pk, first, last, now)
     run.refresh_from_db()
     return run
+
+
+# Lost chunks -----------------------------------------------------------------------------
+
+#: How long a chunk of a full pass may stay undone after it was issued before it counts as
+#: lost with its worker: the chunk task's hard time limit (300 s), and as long again for
+#: waiting in the queue behind the other chunks of its pass.
+LOST_AFTER = timedelta(minutes=10)
+
+
+class Chunk(NamedTuple):
+    """One key range of a full pass, to run for the clock its pass started with."""
+
+    run_id: int
+    first: Any
+    last: Any
+    now: datetime
+
+
+def lost_chunks(now: datetime, *, after: timedelta) -> list[Chunk]:
+    """The chunks of the latest full pass not done ``after`` since they were last issued,
+    recorded as issued again at ``now``: the caller runs or enqueues them.
+
+    A worker killed before it acknowledged its chunks leaves them with the broker, which
+    (Redis) delivers them again only after its visibility timeout, an hour by default; a chunk
+    killed by its time limit is acknowledged and gone. Only the latest full pass counts: once
+    it finishes it has covered every due deadline an earlier one would have. A chunk that was
+    slow rather than lost is harmless to run twice (``run_chunk`` counts it once), and the
+    record keeps a chunk from being issued more than once per ``after``.
+    """
+    cutoff = now - after
+    latest = (
+        SweepRun.objects.filter(full=True, started_at__lte=now)
+        .order_by("-started_at", "-pk")
+        .values("pk", "started_at", "finished_at")
+        .first()
+    )
+    if latest is None or latest["finished_at"] is not None or latest["started_at"] > cutoff:
+        return []
+    with transaction.atomic():
+        # Two passes on one tick issue a chunk once: the second reads the first's record.
+        # (Chunks lock this row too, at their very end, so the wait is short.)
+        run = SweepRun.objects.select_for_update().get(pk=latest["pk"])
+        lost, run.ranges = _reissue(run, cutoff, now)
+        if lost:
+            SweepRun.objects.filter(pk=run.pk).update(ranges=run.ranges)
+    if lost:
+        logger.warning(
+            "sweep %s: %d of %d chunks not done %s after they were issued, issued again",
+            run.pk,
+            len(lost),
+            run.chunks,
+            after,
+        )
+    return lost
+
+
+def _reissue(run: SweepRun, cutoff: datetime, now: datetime) -> tuple[list[Chunk], list[Any]]:
+    """The run's chunks not done and last issued by ``cutoff``, and its ``ranges`` with
+    ``now`` recorded as their issue time (a third item, ``[first, last, issued]``)."""
+    done, lost, ranges = set(run.done_ranges), [], []
+    for item in run.ranges:
+        first, last = item[0], item[1]
+        issued = datetime.fromisoformat(item[2]) if len(item) > 2 else run.started_at
+        if first not in done and issued <= cutoff:
+            lost.append(Chunk(run.pk, first, last, run.swept_until))
+            item = [first, last, now.isoformat()]
+        ranges.append(item)
+    return lost, ranges
+
+
+def finish_lost(now: datetime, *, after: timedelta = LOST_AFTER) -> list[Chunk]:
+    """Run the ``lost_chunks`` in this process (the cron path); returns them."""
+    lost = lost_chunks(now, after=after)
+    for chunk in lost:
+        run_chunk(chunk.run_id, chunk.first, chunk.last, chunk.now)
+    return lost
 
 
 def consistency(now: datetime) -> dict[str, int]:

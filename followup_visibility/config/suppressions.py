@@ -94,17 +94,28 @@ def check_scope(
     see, themselves or a member of a team they manage as the owner, a team they manage), and
     each of those they give must be theirs: a manager silences their own teams, not the
     company's.
+
+    With tenancy, a user whose tenants are limited (see-all or not) must name an opportunity
+    they see: a rule carries no tenant, so one without an opportunity would reach the alerts
+    of every company.
     """
-    if access.sees_everything(user):
+    everything = access.sees_everything(user)
+    tenants = access.user_tenants(user)
+    if everything and tenants is None:
         return
     errors: dict[str, str] = {}
     if opportunity is not None and not (
         access.opportunities_for(user).filter(pk=opportunity.pk).exists()
     ):
         errors["opportunity"] = _("Choose one of the opportunities you can see.")
-    if owner is not None and not access.manages_person(user, owner):
+    elif opportunity is None and tenants is not None:
+        errors["opportunity"] = _(
+            "Choose one of the opportunities you can see: a rule without one would reach "
+            "other companies' alerts too."
+        )
+    if not everything and owner is not None and not access.manages_person(user, owner):
         errors["owner"] = _("Choose yourself or someone in a team you manage.")
-    if team is not None and team.pk not in access.managed_team_ids(user):
+    if not everything and team is not None and team.pk not in access.managed_team_ids(user):
         errors["team"] = _("Choose a team you manage.")
     if not errors and opportunity is None and owner is None and team is None:
         errors[NON_FIELD_ERRORS] = _(

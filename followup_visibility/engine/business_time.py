@@ -3,7 +3,8 @@
 A :class:`BusinessCalendar` gives working windows per weekday in one IANA zone, whole-day
 closures and per-date replacement windows (half days). :func:`add_business_time` computes
 deadlines, :func:`business_time_between` measures elapsed working time, and
-:func:`next_opening` / :func:`is_open_at` inspect the calendar.
+:func:`next_opening` / :func:`is_open_at` inspect the calendar, and :func:`end_of_business_day`
+turns a date into the instant its business day ends.
 
 Semantics callers can rely on:
 
@@ -44,6 +45,7 @@ __all__ = [
     "Window",
     "add_business_time",
     "business_time_between",
+    "end_of_business_day",
     "is_open_at",
     "next_opening",
 ]
@@ -286,6 +288,17 @@ def next_opening(cal: BusinessCalendar, at: datetime) -> datetime:
         for opens, closes in spans:
             if cur < closes:
                 return max(opens, cur)
+    raise AssertionError("unreachable: _days_from never ends")  # pragma: no cover
+
+
+def end_of_business_day(cal: BusinessCalendar, day: date) -> datetime:
+    """Return the close (UTC) of the last window of the local date ``day``; for a date with no
+    open window (a weekend, a holiday), the close of the next date that has one."""
+    if isinstance(day, datetime) or not isinstance(day, date):
+        raise ValueError(f"day must be a datetime.date, got {day!r}")
+    for spans, _ in _days_from(cal, day.toordinal()):
+        if spans:
+            return spans[-1][1]
     raise AssertionError("unreachable: _days_from never ends")  # pragma: no cover
 
 

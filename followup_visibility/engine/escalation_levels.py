@@ -8,7 +8,7 @@ without a manager and the owner themselves, as the teams are when it fires.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -107,12 +107,24 @@ class Policies:
         # Without any calendar there is no business time to count in: fall back to wall time.
         return add_business_time(calendar, start, after) if calendar else start + after
 
-    def recipient(self, team_id: int | None, level: int, owner_id: Any) -> tuple[Any, int] | None:
-        """(manager, their team) for level ``level``, walking up from ``team_id``; None if none."""
+    def recipient(
+        self,
+        team_id: int | None,
+        level: int,
+        owner_id: Any,
+        allows: Callable[[Any], bool] | None = None,
+    ) -> tuple[Any, int] | None:
+        """(manager, their team) for level ``level``, walking up from ``team_id``; None if none.
+
+        ``allows``: whether a manager may be told (with tenancy, of the opportunity's tenant);
+        a manager it refuses is passed over like the owner, so the level goes further up.
+        """
         found: list[Any] = []
         for team in self.chain(team_id):
             manager = self.managers[team]
             if manager is None or manager == owner_id or manager in found:
+                continue
+            if allows is not None and not allows(manager):
                 continue
             found.append(manager)
             if len(found) == level:

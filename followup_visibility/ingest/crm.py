@@ -22,7 +22,7 @@ from followup_visibility.alerting import escalation, refresh
 from followup_visibility.choices import Status
 from followup_visibility.conf import app_settings
 from followup_visibility.engine import routing
-from followup_visibility.ingest import handoffs, identities
+from followup_visibility.ingest import arguments, handoffs, identities, next_actions
 from followup_visibility.models import TrackedOpportunity
 from followup_visibility.registry import get_adapter, is_tracked
 from followup_visibility.signals import opportunities_synced, send_on_commit
@@ -42,6 +42,7 @@ MIRRORED_FIELDS = [
     "team_key",
     "segment_hints",
     "segment_code",
+    "tenant",
     "next_action_due_at",
     "next_action_set_at",
     "next_action_done_at",
@@ -80,8 +81,11 @@ def sync_objects(
 
     Rows whose snapshot digest is unchanged are skipped. Owner changes open handoffs (stored as
     accepted with ``confirm_owners``), contact identities are refreshed and duplicates
-    detected, all in the caller's transaction.
+    detected, all in the caller's transaction. A naive ``now`` or an unsaved object raises
+    ``ValidationError`` (keyed ``now`` or ``objs``) and writes nothing.
     """
+    arguments.require_aware(now=now)
+    arguments.require_saved(objs, "objs")
     result = SyncResult()
     if not objs:
         return result
@@ -123,6 +127,11 @@ def sync_objects(
         teams_before = {opp.pk: opp.team_id for opp in changed}
         # Routed here, before the write, so that the history rows show the team and segment.
         routing.assign(new + changed)
+        # A host date is due at the end of that business day: in the calendar just routed to.
+        next_actions.apply_host_dates(
+            [(opp, snapshots[opp.object_pk][1], teams_before.get(opp.pk)) for opp in new + changed],
+            now,
+        )
         bulk_create_with_history(new, TrackedOpportunity, default_date=now)
         if changed:
             bulk_update_with_history(changed, TrackedOpportunity, MIRRORED_FIELDS, default_date=now)
@@ -173,9 +182,12 @@ def _apply(opp: TrackedOpportunity, snap: Snapshot, now: datetime, *, is_new: bo
     opp.team_key = snap.team_key
     opp.segment_hints = dict(snap.segment_hints)
     opp.segment_code = snap.segment_code
+    opp.tenant = snap.tenant
     # The host's dated next step wins when it has one; otherwise ours (set via the API) stays.
-    if snap.next_action_due_at is not None and snap.next_action_due_at != opp.next_action_due_at:
-        opp.next_action_due_at = snap.next_action_due_at
+    # A date (not a datetime) is dated once routing has chosen the calendar: apply_host_dates.
+    due = snap.next_action_due_at
+    if isinstance(due, datetime) and due != opp.next_action_due_at:
+        opp.next_action_due_at = due
         opp.next_action_set_at = now
         opp.next_action_done_at = None
     opp.snapshot_digest = snap.digest()
@@ -232,6 +244,7 @@ def mark_deleted(model: type[models.Model], pks: Sequence[Any], now: datetime) -
     A record closed earlier keeps its ``closed_at``; a merged one stays merged, so that what
     still reaches it is redirected to its survivor.
     """
+    arguments.require_aware(now=now)
     opps = TrackedOpportunity.objects.for_model(model).filter(object_pk__in=[str(pk) for pk in pks])
     with transaction.atomic():
         return _close_deleted(opps, now)
@@ -281,6 +294,7 @@ def sync_model(
     Backfill and reconcile both use it: unchanged rows cost a digest comparison, and an
     interrupted run can simply be started again.
     """
+    arguments.require_aware(now=now)
     adapter = get_adapter(model)
     size = chunk_size or app_settings.SYNC_CHUNK_SIZE
     queryset = adapter.get_queryset().order_by("pk")
@@ -302,8 +316,14 @@ def sync_model(
 def reconcile_deleted(
     model: type[models.Model], now: datetime, *, chunk_size: int | None = None
 ) -> int:
-    """Close tracked records whose host row vanished without a signal (e.g. a raw delete)."""
+    """Close tracked records whose host row vanished without a signal (e.g. a raw delete).
+
+    Vanished from the adapter's ``get_queryset()`` (the base manager by default), never from
+    the default manager, which may filter by the current request's company.
+    """
+    arguments.require_aware(now=now)
     size = chunk_size or app_settings.SYNC_CHUNK_SIZE
+    host_rows = get_adapter(model).get_queryset()
     pk_field = model._meta.pk
     assert pk_field is not None
     tracked = TrackedOpportunity.objects.for_model(model).exclude(status__in=_NOT_DELETABLE)
@@ -316,7 +336,7 @@ def reconcile_deleted(
             return closed
         last = rows[-1][0]
         keys = {pk_field.to_python(object_pk) for _pk, object_pk in rows}
-        present = set(model._default_manager.filter(pk__in=keys).values_list("pk", flat=True))
+        present = set(host_rows.filter(pk__in=keys).values_list("pk", flat=True))
         gone = [key for key in keys if key not in present]
         if gone:
             with transaction.atomic():

@@ -15,6 +15,7 @@ from simple_history.utils import bulk_create_with_history, bulk_update_with_hist
 from followup_visibility.alerting import refresh
 from followup_visibility.choices import AcceptedVia, Direction
 from followup_visibility.conf import app_settings
+from followup_visibility.ingest import arguments
 from followup_visibility.models import Handoff, Touch, TrackedOpportunity
 from followup_visibility.signals import handoff_accepted, send_on_commit
 
@@ -75,8 +76,9 @@ def accept_handoff(
     touch: Touch | None = None,
 ) -> Handoff:
     """The owner confirms they own the opportunity. Only the handoff's recipient may accept."""
+    arguments.require_aware(now=now)
     with transaction.atomic():
-        refresh.lock([opportunity.pk])
+        arguments.lock_stored({"opportunity": opportunity})
         handoff = (
             Handoff.objects.select_for_update()
             .filter(opportunity=opportunity, accepted_at__isnull=True, superseded_at__isnull=True)

@@ -69,7 +69,7 @@ def detect_duplicates(opportunity_ids: Iterable[Any], now: datetime) -> int:
     most recent other holders of each of its keys: one query reads them (ranked per key in
     the database), one insert stores the pairs, and the partial unique constraint absorbs
     those already known. A lead and the deal it became share contact details by design, so
-    one chain never duplicates itself.
+    one chain never duplicates itself; and two companies' records (tenants) are never paired.
     """
     ids = set(opportunity_ids)
     if not ids:
@@ -86,21 +86,23 @@ def detect_duplicates(opportunity_ids: Iterable[Any], now: datetime) -> int:
         .exclude(key="")
         .annotate(
             fv_root=F("opportunity__chain_root_id"),
+            fv_tenant=F("opportunity__tenant"),
             fv_rank=Window(
                 RowNumber(),
-                partition_by=[F("kind"), F("key")],
+                partition_by=[F("kind"), F("key"), F("opportunity__tenant")],
                 order_by=F("opportunity_id").desc(),
             ),
         )
         # The given ones are kept whatever their rank: they are the ones being matched.
         .filter(Q(fv_rank__lte=MATCHES_PER_KEY + 1) | Q(opportunity_id__in=ids))
-        .values_list("opportunity_id", "fv_root", "kind", "key", "fv_rank")
+        .values_list("opportunity_id", "fv_root", "kind", "key", "fv_tenant", "fv_rank")
     )
-    by_key: dict[tuple[str, str], list[tuple[Any, Any, int]]] = defaultdict(list)
-    for opp_id, root_id, kind, key, rank in holders:
-        by_key[(kind, key)].append((opp_id, root_id or opp_id, rank))
+    # Keyed by tenant too: one company's contact is no duplicate of another's.
+    by_key: dict[tuple[str, str, str], list[tuple[Any, Any, int]]] = defaultdict(list)
+    for opp_id, root_id, kind, key, tenant, rank in holders:
+        by_key[(kind, key, tenant)].append((opp_id, root_id or opp_id, rank))
     matches: dict[tuple[Any, Any], DuplicateMatch] = {}
-    for (kind, key), found in by_key.items():
+    for (kind, key, _tenant), found in by_key.items():
         ranked = sorted((rank, o, root) for o, root, rank in found)
         for a, root_a, _rank in found:
             if a not in ids:

@@ -12,7 +12,7 @@ from simple_history.utils import update_change_reason
 
 from followup_visibility.alerting import refresh
 from followup_visibility.choices import Status
-from followup_visibility.ingest import identities
+from followup_visibility.ingest import arguments, identities
 from followup_visibility.models import Touch, TrackedOpportunity
 from followup_visibility.signals import opportunities_merged, send_on_commit
 
@@ -30,11 +30,12 @@ def merge_opportunities(
     The host rows are left alone (the CRM stays the system of record). The duplicate's contact
     identities stay on it, and touches matched through them are redirected to the survivor.
     """
-    if duplicate.pk == survivor.pk:
+    arguments.require_aware(now=now)
+    if duplicate.pk is not None and duplicate.pk == survivor.pk:
         raise ValidationError(_("An opportunity cannot be merged into itself."), code="self")
     with transaction.atomic():
         # Lock both chains in key order, as every writer does: two opposite merges wait.
-        refresh.lock([duplicate.pk, survivor.pk])
+        arguments.lock_stored({"duplicate": duplicate, "survivor": survivor})
         locked = TrackedOpportunity.objects.in_bulk([duplicate.pk, survivor.pk])
         duplicate, survivor = locked[duplicate.pk], locked[survivor.pk]
         if survivor.status != Status.OPEN:
@@ -47,6 +48,13 @@ def merge_opportunities(
             raise ValidationError(
                 _("%(duplicate)s was already merged.") % {"duplicate": duplicate},
                 code="already_merged",
+            )
+        if duplicate.tenant != survivor.tenant:
+            # Two companies' records (tenants): one's touches must not move to the other's.
+            raise ValidationError(
+                _("%(duplicate)s and %(survivor)s belong to different companies.")
+                % {"duplicate": duplicate, "survivor": survivor},
+                code="other_tenant",
             )
         if TrackedOpportunity.objects.filter(chain_root=duplicate).exists():
             # Its touches are part of its deals' timelines; moving them would blank those.

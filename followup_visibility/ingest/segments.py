@@ -9,6 +9,7 @@ from django.utils.translation import gettext as _
 
 from followup_visibility.alerting import refresh
 from followup_visibility.choices import SegmentSource
+from followup_visibility.ingest import arguments
 from followup_visibility.models import Segment, TrackedOpportunity
 
 
@@ -17,8 +18,9 @@ def set_segment(
 ) -> TrackedOpportunity:
     """Pin a segment by hand (rules and the host no longer decide); ``None`` unpins it, and
     the rules, the host's code or the lead decide again."""
+    arguments.require_aware(now=now)
     with transaction.atomic():
-        refresh.lock([opportunity.pk])
+        arguments.lock_stored({"opportunity": opportunity})
         source = SegmentSource.MANUAL if segment else SegmentSource.NONE
         TrackedOpportunity.objects.filter(pk=opportunity.pk).update(
             segment=segment, segment_source=source

@@ -18,6 +18,7 @@ from django.utils.translation import gettext as _
 
 from followup_visibility.alerting import refresh
 from followup_visibility.choices import Status
+from followup_visibility.ingest import arguments
 from followup_visibility.models import TrackedOpportunity
 
 #: The furthest a stall may reach: a longer pause is a lost or postponed opportunity.
@@ -32,8 +33,10 @@ def set_stalled(
 
     Raises ``ValidationError`` with field messages (``reason``, ``until``, ``opportunity``) and
     writes nothing when the reason is empty, ``until`` is not after ``now`` or lies more than
-    :data:`MAX_STALL` ahead, or the opportunity is closed. Setting a new stall replaces the old.
+    :data:`MAX_STALL` ahead, or the opportunity is closed or not stored (``now`` must be
+    aware). Setting a new stall replaces the old.
     """
+    arguments.require_aware(now=now)
     reason = (reason or "").strip()
     errors: dict[str, str] = {}
     if not reason:
@@ -47,7 +50,7 @@ def set_stalled(
     elif until > now + MAX_STALL:
         errors["until"] = _("A stall may last at most %(days)d days.") % {"days": MAX_STALL.days}
     with transaction.atomic():
-        refresh.lock([opportunity.pk])
+        arguments.lock_stored({"opportunity": opportunity})
         locked = TrackedOpportunity.objects.get(pk=opportunity.pk)
         if locked.status != Status.OPEN:
             message = _("Only an open opportunity can be stalled; this one is %(s)s.")
@@ -71,8 +74,9 @@ def clear_stalled(opportunity: TrackedOpportunity, *, by: Any, now: datetime) ->
     Raises ``ValidationError`` when the opportunity is not marked stalled (a stall whose date
     passed is still marked, and clearing it tidies the record).
     """
+    arguments.require_aware(now=now)
     with transaction.atomic():
-        refresh.lock([opportunity.pk])
+        arguments.lock_stored({"opportunity": opportunity})
         locked = TrackedOpportunity.objects.get(pk=opportunity.pk)
         if locked.stalled_until is None:
             raise ValidationError(_("This opportunity is not stalled."), code="not_stalled")

@@ -21,7 +21,7 @@ from django.utils.translation import gettext as _
 
 from followup_visibility.choices import Status
 from followup_visibility.engine.identity import contact_pairs
-from followup_visibility.ingest import crm
+from followup_visibility.ingest import arguments, crm
 from followup_visibility.models import ContactIdentity, TrackedOpportunity
 from followup_visibility.registry import NotTracked, get_adapter
 
@@ -42,16 +42,18 @@ def resolve(wanted: Mapping[int, Wanted], now: datetime) -> dict[int, TrackedOpp
     """The current tracked opportunity for each wanted target, by the batch's index.
 
     Raises ``ValidationError`` keyed ``"<index>.<field>"`` for targets that are not tracked
-    models, and for contacts nothing open matches. A handful of queries for the batch: one
-    per host model, one for the contacts, and one or two per hop of a merge or conversion.
+    models or opportunities that are not stored, and for contacts nothing open matches. A
+    handful of queries for the batch: one per host model, one for the contacts, one for the
+    opportunities made by hand, and one or two per hop of a merge or conversion.
     """
     found: dict[int, TrackedOpportunity] = {}
     errors: dict[str, str] = {}
     by_model: dict[type[models.Model], dict[int, models.Model]] = defaultdict(dict)
     by_contact: dict[int, Wanted] = {}
+    given: dict[int, TrackedOpportunity] = {}
     for index, want in wanted.items():
         if isinstance(want.target, TrackedOpportunity):
-            found[index] = want.target
+            given[index] = want.target
         elif want.target is not None:
             try:
                 adapter = get_adapter(want.target)
@@ -63,6 +65,7 @@ def resolve(wanted: Mapping[int, Wanted], now: datetime) -> dict[int, TrackedOpp
             errors[f"{index}.target"] = _("Give a target, a phone or an email.")
         else:
             by_contact[index] = want
+    found.update(_stored(given, errors))
     for objs in by_model.values():
         found.update(_tracked(objs, now))
     for index, opp in _by_contact(by_contact).items():
@@ -73,6 +76,25 @@ def resolve(wanted: Mapping[int, Wanted], now: datetime) -> dict[int, TrackedOpp
     if errors:
         raise ValidationError(errors)
     return follow(found)
+
+
+def _stored(
+    given: Mapping[int, TrackedOpportunity], errors: dict[str, str]
+) -> dict[int, TrackedOpportunity]:
+    """The given records; those made by hand (``TrackedOpportunity(pk=...)``, never read from
+    the database) are read, in one query, so that a key no row has is an error of its item
+    rather than a touch pointing nowhere. Records read from the database cost nothing."""
+    by_hand = {index: opp.pk for index, opp in given.items() if opp._state.adding}
+    current = TrackedOpportunity.objects.in_bulk(set(by_hand.values())) if by_hand else {}
+    found = {}
+    for index, opp in given.items():
+        if index not in by_hand:
+            found[index] = opp
+        elif by_hand[index] in current:
+            found[index] = current[by_hand[index]]
+        else:
+            errors[f"{index}.target"] = arguments.missing_message(opp)
+    return found
 
 
 def _tracked(objs: Mapping[int, models.Model], now: datetime) -> dict[int, TrackedOpportunity]:

@@ -22,7 +22,7 @@ from followup_visibility.alerting import refresh, sql
 from followup_visibility.choices import AlertSignal, Channel, Direction, Outcome
 from followup_visibility.conf import app_settings
 from followup_visibility.engine.touch_rules import TouchDraft, classify
-from followup_visibility.ingest import handoffs, targets
+from followup_visibility.ingest import arguments, handoffs, targets
 from followup_visibility.models import Touch, TrackedOpportunity
 from followup_visibility.signals import send_on_commit, touch_recorded
 
@@ -116,9 +116,9 @@ def record_touch(
     try:
         return record_touches([item], now=now)[0]
     except ValidationError as exc:
-        # A batch of one: its errors name the fields alone.
+        # A batch of one: its errors name the fields alone (``now`` has no index to drop).
         raise ValidationError(
-            {key.partition(".")[2]: value for key, value in exc.message_dict.items()}
+            {key.partition(".")[2] or key: value for key, value in exc.message_dict.items()}
         ) from None
 
 
@@ -135,7 +135,7 @@ def record_touches(
     owners' touches accept are accepted, and one refresh brings every touched chain up to
     date, all in one transaction. Concurrent batches sharing external ids store each once.
     """
-    _require_aware(now, "now")
+    arguments.require_aware(now=now)
     items, errors = _parse(batch, now)
     if errors:
         raise ValidationError(errors)
@@ -299,9 +299,17 @@ def _build(item: NewTouch, opportunity: TrackedOpportunity) -> Touch:
     )
 
 
-def _require_aware(value: datetime, name: str) -> None:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware")
+def _target_error(target: object) -> str:
+    if target is None:
+        return ""
+    if not isinstance(target, models.Model):
+        return _("Give a tracked opportunity or an object of a tracked model, not %(value)r.") % {
+            "value": target
+        }
+    if isinstance(target, TrackedOpportunity):
+        # Whether it is stored is asked of the database with the other targets of the batch.
+        return arguments.missing_message(target) if target.pk is None else ""
+    return arguments.unsaved_message(target) if arguments.is_unsaved(target) else ""
 
 
 def _validate(item: NewTouch, now: datetime) -> dict[str, str]:
@@ -321,9 +329,12 @@ def _validate(item: NewTouch, now: datetime) -> dict[str, str]:
             "value": item.outcome,
             "choices": ", ".join(v for v in Outcome.values if v),
         }
+    target = _target_error(item.target)
+    if target:
+        errors["target"] = target
     occurred_at, recorded_at = item.occurred_at, item.recorded_at
     for name, value in (("occurred_at", occurred_at), ("recorded_at", recorded_at)):
-        if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        if not arguments.is_aware(value):
             errors[name] = _("A timezone-aware datetime is required.")
     skew = app_settings.MAX_CLOCK_SKEW
     if "occurred_at" not in errors and occurred_at > now + skew:

@@ -321,7 +321,7 @@ class SweepRun(models.Model):
     #: The first key of each chunk done: a chunk retried after it committed counts once.
     done_ranges = models.JSONField(_("chunks done (first keys)"), default=list, editable=False)
     #: Every chunk of a full pass as ``[first, last]`` keys, so that chunks lost with a worker
-    #: can be issued again.
+    #: can be issued again; ``[first, last, issued]`` (ISO 8601) once one was.
     ranges = models.JSONField(_("chunks (key ranges)"), default=list, editable=False)
     lag = models.DurationField(_("lag"), null=True, blank=True)
 

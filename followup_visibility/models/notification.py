@@ -37,6 +37,8 @@ class Notification(models.Model):
     created_at = models.DateTimeField(_("created at"))
     #: Quiet hours: a non-critical message waits for the recipient's next working time.
     deliver_after = models.DateTimeField(_("deliver after"))
+    #: Inbox: when created. Email: when the mail backend accepted its digest, or when it was
+    #: closed without one (a note in the body says why); unset while it fails and is retried.
     sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
     read_at = models.DateTimeField(_("read at"), null=True, blank=True)
 

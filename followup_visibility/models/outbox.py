@@ -11,7 +11,8 @@ class OutboxMessage(models.Model):
     A relay drains pending messages (the Celery worker, woken after commit and by beat, or a
     cron command): a committed change is applied even when the broker was down when it
     committed. ``key`` merges repeats while one is pending (five calendar rows saved in one
-    form plan one recompute).
+    form plan one recompute), or names a message that must be the only pending one with that
+    key (an email digest: one per recipient at a time).
     """
 
     kind = models.CharField(_("kind"), max_length=100)

@@ -29,7 +29,10 @@ class Command(BaseCommand):
         )
         if not options["no_notify"]:
             created = notifications.notify_alerts(now)
-            composed = notifications.deliver(now)
+            done = notifications.deliver(now)
+            # "sent": accepted by the mail backend. A failed digest stays queued for a retry.
             self.stdout.write(
-                f"notifications: {created} created, {composed} email digests composed"
+                f"notifications: {created} created, {done.composed} email digests composed, "
+                f"{done.sent} sent, {done.failed} failed"
+                + (f", {done.given_up} given up" if done.given_up else "")
             )

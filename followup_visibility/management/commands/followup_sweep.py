@@ -10,7 +10,8 @@ from followup_visibility.management.commands._clock import add_now_argument, par
 
 class Command(BaseCommand):
     help = (
-        "Run one sweep pass here and now: raise alerts for deadlines that fell due (what the "
+        "Run one sweep pass here and now: raise alerts for deadlines that fell due, and run "
+        "the chunks of a full pass that a lost worker left undone (what the "
         "followup_visibility.sweep task does; for hosts that schedule with cron)."
     )
 
@@ -23,9 +24,17 @@ class Command(BaseCommand):
         add_now_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        run = sweep.sweep(parse_now(options["now"]), full=options["full"])
+        now = parse_now(options["now"])
+        run = sweep.sweep(now, full=options["full"])
         self.stdout.write(
             f"{'full' if run.full else 'steady'} pass {run.pk}: {run.examined} deadlines "
             f"examined, {run.raised} alerts raised, {run.resolved} resolved since the last "
             f"pass, {run.woken} woken, {run.suppressed} suppressed; lag {run.lag}"
         )
+        # A full pass started by a worker that died (or by a command that was killed) is
+        # finished here rather than by the next full pass, up to an hour later.
+        if lost := sweep.finish_lost(now):
+            self.stdout.write(
+                f"full pass {lost[0].run_id}: {len(lost)} chunks left undone by a lost worker, "
+                "run here"
+            )

@@ -5,6 +5,7 @@ from importlib import import_module
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import connection, transaction
@@ -12,14 +13,18 @@ from django.db.models import Count
 from django.utils import timezone
 
 from example_project.crm.models import Lead
-from example_project.crm.seed import seed
+from example_project.crm.seed import LOGINS, seed
+from followup_visibility.alerting import notifications
 from followup_visibility.choices import ACTIVE_ALERT_STATUSES, AlertSignal, AlertStatus, Status
+from followup_visibility.engine import access
 from followup_visibility.models import (
     Alert,
     Deadline,
     DuplicateMatch,
     Escalation,
     Handoff,
+    Notification,
+    Team,
     Touch,
     TrackedOpportunity,
 )
@@ -35,6 +40,49 @@ def _restore_migration_defaults() -> None:
     ]:
         module = import_module(f"followup_visibility.migrations.{name}")
         getattr(module, function)(apps, None)
+
+
+def login_lines() -> list[str]:
+    """One line per demo login: password, role, and what ``access`` lets the user see."""
+    users = get_user_model().objects.in_bulk(list(LOGINS), field_name="username")
+    # A database seeded by an older demo may lack some logins: list those it has.
+    present = [(users[name], LOGINS[name]) for name in LOGINS if name in users]
+    width = max(len(f"{user.username} / {password}") for user, password in present)
+    return [
+        f"{f'{user.username} / {password}':<{width}}  {_role(user)}: {_sees(user)}"
+        for user, password in present
+    ]
+
+
+def _role(user: Any) -> str:
+    if user.is_superuser:
+        return "superuser"
+    if access.sees_everything(user):
+        return f"operations ({access.SEE_ALL_PERMISSION})"
+    managed = list(
+        Team.objects.filter(manager=user).order_by("name").values_list("name", flat=True)
+    )
+    if managed:
+        return f"manager of {', '.join(managed)}"
+    member = list(user.followup_teams.order_by("name").values_list("name", flat=True))
+    return f"rep in {', '.join(member)}" if member else "staff"
+
+
+def _sees(user: Any) -> str:
+    if access.sees_everything(user):
+        scope = "sees all"
+        inbox = Notification.objects.all()  # the whole notification log, as the admin shows it
+    else:
+        managed = access.managed_team_ids(user)
+        names = Team.objects.filter(pk__in=managed).order_by("name").values_list("name", flat=True)
+        scope = f"sees {', '.join(names)}:" if managed else "sees own"
+        inbox = notifications.inbox(user)
+    alerts = access.alerts_for(user)
+    active = alerts.filter(status__in=ACTIVE_ALERT_STATUSES).count()
+    return (
+        f"{scope} {access.opportunities_for(user).count()} opportunities, "
+        f"{alerts.count()} alerts ({active} active), {inbox.count()} notifications"
+    )
 
 
 class Command(BaseCommand):
@@ -141,13 +189,10 @@ class Command(BaseCommand):
         for label, value in rows:
             self.stdout.write(f"  {label:<{width}}  {value}")
         base = f"http://{addrport}"
+        self.stdout.write(f"\nOpen {base}/admin/ and log in as (what each sees, counted now):")
+        for line in login_lines():
+            self.stdout.write(f"  {line}")
         self.stdout.write(f"""
-Open {base}/admin/ and log in as:
-  admin / admin        superuser
-  olivia / demo        head of sales (escalation level 2)
-  maria / demo         sales manager of US East and EMEA (escalation level 1)
-  alex, bea, chen, dana / demo   reps (view; act on their own alerts)
-
   {base}/admin/followup_visibility/alert/                alerts: triage (acknowledge, snooze, ...)
   {base}/admin/followup_visibility/suppression/          suppression rules
   {base}/admin/followup_visibility/escalationpolicy/     escalation policies
@@ -160,7 +205,7 @@ Open {base}/admin/ and log in as:
   {base}/admin/followup_visibility/slapolicy/            SLA policies, versions, what-if
   {base}/admin/followup_visibility/calendar/             business calendars and holidays
   {base}/admin/followup_visibility/team/                 teams (US East, EMEA)
-  {base}/admin/crm/lead/                                 the host CRM's leads
+  {base}/admin/crm/lead/                                 the host CRM's leads (admin, ops)
 """)
         if connection.vendor == "sqlite":
             self.stdout.write(f"(SQLite file: {settings.DATABASES['default']['NAME']})")
