@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime, time
 from typing import Any
 
 import pytest
@@ -77,22 +77,9 @@ from followup_visibility.models import (
     WorkingWindow,
 )
 from tests.conftest import tracked
+from tests.test_admin_alerts import DURATIONS, HOUR, NOW, T0
 from tests.test_admin_configuration import add_rows, form_data
 
-T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday
-HOUR = timedelta(hours=1)
-NOW = T0 + 9 * HOUR
-DURATIONS = {
-    "first_response": 4 * HOUR,
-    "never_contacted": 8 * HOUR,
-    "reply": 2 * HOUR,
-    "call_retry": 2 * HOUR,
-    "next_action_grace": timedelta(0),
-    "no_next_action": 100 * HOUR,
-    "stale": 100 * HOUR,
-    "owner_assignment": 100 * HOUR,
-    "handoff_acceptance": 100 * HOUR,
-}
 #: The opportunities: alex's in EMEA, bea's in APAC (the two share a phone), one of EMEA North
 #: (below EMEA; its owner nils is no role here) and one of alex's that the CRM files under APAC.
 TITLES = {
