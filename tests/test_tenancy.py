@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from io import StringIO
 from typing import Any
@@ -45,22 +45,9 @@ from followup_visibility.registry import get_adapter
 from tests.factories_sla import install_defaults, make_team, ny, opportunity
 from tests.tenant_host import models as host
 from tests.tenant_host.models import Company, CompanyLead, working_in
+from tests.test_notifications import DURATIONS, HOUR
 
 HOOK = "tests.tenant_host.models.user_tenants"
-HOUR = timedelta(hours=1)
-LONG = 200 * HOUR
-#: Only the first response falls due soon: one alert per lead.
-DURATIONS: dict[str, timedelta | None] = {
-    "first_response": HOUR,
-    "never_contacted": LONG,
-    "reply": LONG,
-    "call_retry": LONG,
-    "next_action_grace": LONG,
-    "no_next_action": LONG,
-    "stale": LONG,
-    "owner_assignment": LONG,
-    "handoff_acceptance": LONG,
-}
 #: Monday 2 March 2026 in New York (calendar 9-17): arrives 10:00, first response due 11:00;
 #: the alert is high from 12:00, escalation level 1 fires at 12:00 and level 2 at 14:00.
 ARRIVAL, DUE = ny(3, 2, 10), ny(3, 2, 11)

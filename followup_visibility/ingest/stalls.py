@@ -43,7 +43,7 @@ def set_stalled(
         errors["reason"] = _("Say why the opportunity is stalled.")
     elif len(reason) > 255:
         errors["reason"] = _("At most 255 characters.")
-    if not isinstance(until, datetime) or until.tzinfo is None or until.utcoffset() is None:
+    if not arguments.is_aware(until):
         errors["until"] = _("A timezone-aware datetime is required.")
     elif until <= now:
         errors["until"] = _("The stall must end in the future.")
