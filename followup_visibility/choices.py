@@ -173,3 +173,39 @@ class NotificationKind(models.TextChoices):
 class NotificationChannel(models.TextChoices):
     INBOX = "inbox", _("In-app inbox")
     EMAIL = "email", _("Email")
+
+
+class Reason(models.TextChoices):
+    """Why an opportunity is in the unfollowed register: the reason code of its signals."""
+
+    NO_FIRST_TOUCH = "no_first_touch", _("No first touch")
+    STALE_TOUCH = "stale_touch", _("Stale touch")
+    AWAITING_REPLY = "awaiting_reply", _("Customer awaiting a reply")
+    OVERDUE_NEXT_ACTION = "overdue_next_action", _("Overdue next action")
+    MISSING_NEXT_ACTION = "missing_next_action", _("Missing next action")
+    NO_OWNER = "no_owner", _("No confirmed owner")
+    CONFLICTING_OWNERS = "conflicting_owners", _("Conflicting owners")
+    DUPLICATE = "duplicate", _("Duplicate")
+    STALLED_STAGE = "stalled_stage", _("Stalled in a stage")
+
+
+#: The register's reason code of each signal (the signal catalogue in docs/alerts.md).
+REASON_OF_SIGNAL: dict[str, str] = {
+    AlertSignal.NO_FIRST_RESPONSE: Reason.NO_FIRST_TOUCH,
+    AlertSignal.NEVER_CONTACTED: Reason.STALE_TOUCH,
+    AlertSignal.CALL_RETRY_DUE: Reason.STALE_TOUCH,
+    AlertSignal.STALE: Reason.STALE_TOUCH,
+    AlertSignal.CUSTOMER_WAITING: Reason.AWAITING_REPLY,
+    AlertSignal.NEXT_ACTION_OVERDUE: Reason.OVERDUE_NEXT_ACTION,
+    AlertSignal.NO_NEXT_ACTION: Reason.MISSING_NEXT_ACTION,
+    AlertSignal.NO_OWNER: Reason.NO_OWNER,
+    AlertSignal.OWNER_UNCONFIRMED: Reason.NO_OWNER,
+    AlertSignal.CONFLICTING_OWNERS: Reason.CONFLICTING_OWNERS,
+    AlertSignal.DUPLICATE: Reason.DUPLICATE,
+    AlertSignal.STAGE_STALLED: Reason.STALLED_STAGE,
+}
+
+
+def signals_of_reason(reason: str) -> list[str]:
+    """The signals whose reason code is ``reason``."""
+    return [signal for signal, code in REASON_OF_SIGNAL.items() if code == reason]

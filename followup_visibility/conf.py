@@ -22,6 +22,20 @@ DEFAULT_TOUCH_RULES: tuple[str, ...] = (
     "followup_visibility.engine.touch_rules.no_conversation",
 )
 
+#: Intent and value first: together they outweigh lateness and age (docs/register.md).
+DEFAULT_REGISTER_WEIGHTS: Mapping[str, float] = {
+    "intent": 0.35,
+    "value": 0.35,
+    "lateness": 0.2,
+    "age": 0.1,
+}
+DEFAULT_REGISTER_HALF_POINTS: Mapping[str, Any] = {
+    "intent": 1.0,
+    "value": 10_000,
+    "lateness": 1.0,
+    "age": timedelta(days=5),
+}
+
 
 class Settings:
     """One property per setting; defaults live here and nowhere else."""
@@ -121,6 +135,32 @@ class Settings:
         (tenants) ``user`` may see and be told about, ``None`` for every one. Unset (``None``):
         tenancy is off and no opportunity is limited by its tenant."""
         value: str | None = self._get("USER_TENANTS", None)
+        return value
+
+    @property
+    def REGISTER_WEIGHTS(self) -> Mapping[str, float]:
+        """How much each factor counts in the register's priority score: ``intent``,
+        ``value``, ``lateness`` and ``age``, non-negative numbers (only their ratios matter)."""
+        value: Mapping[str, float] = self._get("REGISTER_WEIGHTS", DEFAULT_REGISTER_WEIGHTS)
+        return value
+
+    @property
+    def REGISTER_HALF_POINTS(self) -> Mapping[str, Any]:
+        """Where each priority factor reaches half its weight: an intent weight, an economic
+        value, a lateness in SLA lengths, and an age (a ``timedelta``)."""
+        value: Mapping[str, Any] = self._get("REGISTER_HALF_POINTS", DEFAULT_REGISTER_HALF_POINTS)
+        return value
+
+    @property
+    def API_MAX_BATCH(self) -> int:
+        """The most touches (or alert ids) one API request may carry; more answers 413."""
+        value: int = self._get("API_MAX_BATCH", 1000)
+        return value
+
+    @property
+    def API_INGEST_RATE(self) -> str | None:
+        """DRF throttle rate of touch ingestion per user (``"600/min"``); ``None``: no limit."""
+        value: str | None = self._get("API_INGEST_RATE", "600/min")
         return value
 
 

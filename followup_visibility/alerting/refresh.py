@@ -45,7 +45,9 @@ _ROUTING = (
     "chain_root_id",
     "segment_source",
 )
-_COLUMNS = tuple(dict.fromkeys((*clocks.STATE_FIELDS, *timeline.STATE_FIELDS, *_ROUTING)))
+_COLUMNS = tuple(
+    dict.fromkeys((*clocks.STATE_FIELDS, *timeline.STATE_FIELDS, *_ROUTING, "arrival_channel"))
+)
 _ROUTED = ("team_id", "segment_id", "segment_source")
 
 
@@ -158,7 +160,10 @@ def refresh(
                     rerouted.update(row["id"] for row in members)
                 if cause.timeline:
                     state = timeline.fold(chain_touches)
+                    channel = first["channel"] if first is not None else ""
                     for row in members:
+                        if row["arrival_channel"] != channel:
+                            changes[row["id"]]["arrival_channel"] = channel
                         for name in timeline.STATE_FIELDS:
                             if row[name] != getattr(state, name):
                                 changes[row["id"]][name] = getattr(state, name)

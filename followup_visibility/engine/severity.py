@@ -123,18 +123,33 @@ def duration(expression: Any) -> ExpressionWrapper[Any]:
     return ExpressionWrapper(expression, output_field=DurationField())
 
 
-def expression(now: datetime) -> Case:
-    """The severity of an alert row at ``now``, as an SQL expression (``NULL`` if not due)."""
-    late = Micros(duration(Value(now, output_field=DateTimeField()) - F("due_at")))
-    span = Case(
+def late_micros(now: datetime, path: str = "") -> Micros:
+    """How late an alert row is at ``now``, in microseconds (negative before it is due)."""
+    return Micros(duration(Value(now, output_field=DateTimeField()) - F(f"{path}due_at")))
+
+
+def span_micros(path: str = "") -> Case:
+    """:func:`span_of` of an alert row, in microseconds, as an SQL expression."""
+    return Case(
         When(
-            Q(clock_start__isnull=False, due_at__gt=F("clock_start")),
-            then=Micros(duration(F("due_at") - F("clock_start"))),
+            Q(
+                **{
+                    f"{path}clock_start__isnull": False,
+                    f"{path}due_at__gt": F(f"{path}clock_start"),
+                }
+            ),
+            then=Micros(duration(F(f"{path}due_at") - F(f"{path}clock_start"))),
         ),
-        When(sla__gt=_ZERO, then=Micros(F("sla"))),
+        When(**{f"{path}sla__gt": _ZERO}, then=Micros(F(f"{path}sla"))),
         default=Value(float(micros(FALLBACK_SPAN))),
         output_field=FloatField(),
     )
+
+
+def expression(now: datetime) -> Case:
+    """The severity of an alert row at ``now``, as an SQL expression (``NULL`` if not due)."""
+    late = late_micros(now)
+    span = span_micros()
     weight = Cast(
         Coalesce(F("opportunity__segment__intent_weight"), Value(Decimal(1))),
         FloatField(),

@@ -10,7 +10,7 @@ from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
-from followup_visibility.choices import SegmentSource, Status
+from followup_visibility.choices import Channel, SegmentSource, Status
 from followup_visibility.querysets import TrackedOpportunityQuerySet
 
 
@@ -100,6 +100,10 @@ class TrackedOpportunity(models.Model):
     )
     awaiting_reply_since = models.DateTimeField(_("customer waiting since"), null=True, blank=True)
     last_unanswered_call_at = models.DateTimeField(_("last unanswered call"), null=True, blank=True)
+    #: The channel of the chain's earliest customer touch: where the demand came in.
+    arrival_channel = models.CharField(
+        _("arrival channel"), max_length=20, choices=Channel, blank=True
+    )
 
     # Stalled for a known reason (the customer asked to be called after their budget round):
     # staleness is silenced until the resumption date, and no activity is pretended.

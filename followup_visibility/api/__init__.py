@@ -1,0 +1,4 @@
+"""The REST API. The host mounts it with one include::
+
+path("api/followup/", include("followup_visibility.api.urls"))
+"""

@@ -1,0 +1,233 @@
+"""What every endpoint of the API shares: authentication, permission, errors, pagination.
+
+Views state all of it here instead of reading the host's ``REST_FRAMEWORK`` defaults, so that
+a host's settings for its own API change nothing in ours (docs/api.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from django.apps import apps
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, serializers, status, viewsets
+from rest_framework.authentication import (
+    BaseAuthentication,
+    SessionAuthentication,
+    TokenAuthentication,
+)
+from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import BasePermission
+from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import UserRateThrottle
+from rest_framework.views import APIView, exception_handler
+
+from followup_visibility.conf import app_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Session(SessionAuthentication):
+    """Django's session, answering 401 (not 403) to a request that brings no credentials."""
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Session realm="followup_visibility"'
+
+
+def authentication_classes() -> list[type[BaseAuthentication]]:
+    """Token authentication when the host installs ``rest_framework.authtoken``, and the
+    session (the browsable pages and the admin's users) in any case."""
+    classes: list[type[BaseAuthentication]] = []
+    if apps.is_installed("rest_framework.authtoken"):
+        classes.append(TokenAuthentication)
+    classes.append(Session)
+    return classes
+
+
+class ActiveUser(BasePermission):
+    """Signed in and active; what each user may see is the scope rule's business."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and user.is_active)
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = _("The request carries more items than this API accepts at once.")
+    default_code = "too_large"
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = _("This conflicts with what is stored.")
+    default_code = "conflict"
+
+
+def _fields(detail: Any, prefix: str = "") -> dict[str, list[str]]:
+    """DRF's nested error detail flattened to ``{"items.3.occurred_at": ["..."]}``."""
+    found: dict[str, list[str]] = {}
+    if isinstance(detail, Mapping):
+        for key, value in detail.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            found.update(_fields(value, name))
+    elif isinstance(detail, list) and detail and not all(isinstance(item, str) for item in detail):
+        for index, value in enumerate(detail):
+            if value:
+                found.update(_fields(value, f"{prefix}.{index}" if prefix else str(index)))
+    elif isinstance(detail, list):
+        found[prefix or "non_field_errors"] = [str(item) for item in detail]
+    else:
+        found[prefix or "non_field_errors"] = [str(detail)]
+    return found
+
+
+def as_drf(exc: DjangoValidationError) -> exceptions.ValidationError:
+    """A domain function's ``ValidationError`` as the API's 400 (field messages kept)."""
+    if hasattr(exc, "error_dict"):
+        return exceptions.ValidationError(
+            {field: [str(m) for m in messages] for field, messages in exc.message_dict.items()}
+        )
+    return exceptions.ValidationError({"non_field_errors": [str(m) for m in exc.messages]})
+
+
+def handle_exception(exc: Exception, context: Mapping[str, Any]) -> Response | None:
+    """Every error in one shape: ``{"status", "code", "detail", "fields"}`` (docs/api.md).
+
+    ``fields`` maps each field (``items.3.occurred_at`` inside a batch) to its messages; it
+    is present on 400 only.
+    """
+    if isinstance(exc, DjangoValidationError):
+        exc = as_drf(exc)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    response = exception_handler(exc, dict(context))
+    if response is None:
+        return None
+    assert isinstance(exc, exceptions.APIException)
+    body: dict[str, Any] = {"status": response.status_code}
+    if isinstance(exc, exceptions.ValidationError):
+        body["code"] = "invalid"
+        body["detail"] = str(_("The request is invalid: see the messages of each field."))
+        body["fields"] = _fields(exc.detail)
+    else:
+        codes = exc.get_codes()
+        body["code"] = codes if isinstance(codes, str) else "error"
+        detail = exc.detail
+        body["detail"] = str(detail) if not isinstance(detail, dict | list) else str(exc)
+    response.data = body
+    return response
+
+
+class Aware(serializers.DateTimeField):
+    """A datetime that must carry its offset: a naive time is refused, never guessed."""
+
+    default_error_messages = {
+        "naive": _("Give the time with its time zone (an offset such as +02:00, or Z)."),
+    }
+
+    def enforce_timezone(self, value: Any) -> Any:
+        if timezone.is_naive(value):
+            self.fail("naive")
+        return super().enforce_timezone(value)
+
+
+class Strict(serializers.Serializer[Any]):
+    """A serializer that refuses fields it does not know, instead of ignoring them."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            known = {name for name, field in self.fields.items() if not field.read_only}
+            unknown = sorted(set(data) - known)
+            if unknown:
+                raise exceptions.ValidationError({name: [_("Unknown field.")] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class Page(CursorPagination):
+    """Cursor pagination: stable under inserts and cheap at any depth."""
+
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 200
+    ordering = "-pk"
+
+
+class IngestThrottle(UserRateThrottle):
+    """Touch ingestion per user, at ``FOLLOWUP_VISIBILITY_API_INGEST_RATE``."""
+
+    scope = "followup_ingest"
+
+    def get_rate(self) -> str | None:
+        return app_settings.API_INGEST_RATE
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        self.rate = self.get_rate()
+        if self.rate is None:
+            return True
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        return super().allow_request(request, view)
+
+
+def document(**kwargs: Any) -> Callable[[F], F]:
+    """``extend_schema`` on a view method, with drf-spectacular's schema class whatever the
+    host's ``DEFAULT_SCHEMA_CLASS`` is (the decorator reads that setting otherwise)."""
+
+    def decorator(function: F) -> F:
+        if not hasattr(function, "schema"):
+            function.schema = AutoSchema  # type: ignore[attr-defined]
+        return extend_schema(**kwargs)(function)
+
+    return decorator
+
+
+class ApiMixin:
+    """The API's own authentication, permission, parsers, renderers and errors."""
+
+    # Typed Any: the stubs type each differently on APIView and GenericAPIView.
+    permission_classes: Any = [ActiveUser]
+    parser_classes: Any = [JSONParser]
+    renderer_classes: Any = [JSONRenderer, BrowsableAPIRenderer]
+    throttle_classes: Any = []
+    filter_backends: Any = [DjangoFilterBackend]
+    pagination_class: Any = Page
+    schema: Any = AutoSchema()
+
+    def get_authenticators(self) -> list[BaseAuthentication]:
+        return [auth() for auth in authentication_classes()]
+
+    def get_exception_handler(self) -> Any:
+        return handle_exception
+
+
+class ApiView(ApiMixin, APIView):
+    """Base of the API's plain views."""
+
+
+class ApiViewSet(ApiMixin, viewsets.GenericViewSet[Any]):
+    """Base of the API's viewsets: ``get_queryset`` applies the scope rule, so an object out
+    of the caller's scope answers 404 like a missing one. ``request.fv_now`` is the request's
+    moment: every domain call of one request uses the same ``now``."""
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        request.fv_now = timezone.now()  # type: ignore[attr-defined]
+        super().initial(request, *args, **kwargs)
+
+    @property
+    def now(self) -> Any:
+        return getattr(self.request, "fv_now", None) or timezone.now()
+
+    @property
+    def schema_only(self) -> bool:
+        """Whether the schema generator, not a client, is asking (no request, no user)."""
+        return bool(getattr(self, "swagger_fake_view", False))

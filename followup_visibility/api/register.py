@@ -1,0 +1,211 @@
+"""``register/``: the unfollowed register, ranked, filtered, explained."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import django_filters
+from django.db.models import QuerySet
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from followup_visibility.api import base
+from followup_visibility.api.errors import responses
+from followup_visibility.choices import Channel, Reason, Severity
+from followup_visibility.engine import teams
+from followup_visibility.models import Segment, Team, TrackedOpportunity
+from followup_visibility.register import rows as register
+
+SEVERITY_NAMES = {s.name.lower(): s for s in Severity}
+
+
+class RegisterFilter(django_filters.FilterSet):
+    team = django_filters.ModelChoiceFilter(
+        queryset=Team.objects.all(), method="in_team", help_text=_("A team and the teams below it.")
+    )
+    owner = django_filters.NumberFilter(field_name="owner_id")
+    unowned = django_filters.BooleanFilter(field_name="owner", lookup_expr="isnull")
+    segment = django_filters.ModelChoiceFilter(
+        queryset=Segment.objects.all(), to_field_name="code", field_name="segment"
+    )
+    reason = django_filters.MultipleChoiceFilter(choices=Reason.choices, method="with_reason")
+    severity = django_filters.MultipleChoiceFilter(
+        choices=[(name, name) for name in SEVERITY_NAMES], method="with_severity"
+    )
+    channel = django_filters.MultipleChoiceFilter(
+        choices=Channel.choices, field_name="arrival_channel"
+    )
+    value_min = django_filters.NumberFilter(field_name="value", lookup_expr="gte")
+    value_max = django_filters.NumberFilter(field_name="value", lookup_expr="lte")
+    arrived_after = django_filters.IsoDateTimeFilter(field_name="arrived_at", lookup_expr="gte")
+    arrived_before = django_filters.IsoDateTimeFilter(field_name="arrived_at", lookup_expr="lt")
+    age_min_days = django_filters.NumberFilter(
+        method="older_than", min_value=0, help_text=_("Arrived at least this many days ago.")
+    )
+    age_max_days = django_filters.NumberFilter(
+        method="younger_than", min_value=0, help_text=_("Arrived at most this many days ago.")
+    )
+    lateness_min = django_filters.NumberFilter(
+        field_name="fv_lateness",
+        lookup_expr="gte",
+        min_value=0,
+        help_text=_("Late by at least this many lengths of the SLA."),
+    )
+
+    class Meta:
+        model = TrackedOpportunity
+        fields: list[str] = []
+
+    def in_team(self, queryset: QuerySet[Any], name: str, value: Team) -> QuerySet[Any]:
+        return queryset.filter(team__in=teams.with_subteams([value.pk]))
+
+    def with_reason(self, queryset: QuerySet[Any], name: str, value: list[str]) -> QuerySet[Any]:
+        return register.with_reason(queryset, value) if value else queryset
+
+    def with_severity(self, queryset: QuerySet[Any], name: str, value: list[str]) -> QuerySet[Any]:
+        return (
+            register.with_severity(queryset, [SEVERITY_NAMES[v] for v in value])
+            if value
+            else queryset
+        )
+
+    def older_than(self, queryset: QuerySet[Any], name: str, value: Any) -> QuerySet[Any]:
+        return queryset.filter(arrived_at__lte=self.request.fv_now - timedelta(days=float(value)))
+
+    def younger_than(self, queryset: QuerySet[Any], name: str, value: Any) -> QuerySet[Any]:
+        return queryset.filter(arrived_at__gte=self.request.fv_now - timedelta(days=float(value)))
+
+
+class Ranked(base.Page):
+    """Cursor pages in the order the caller picks (``?ordering=``), by priority by default."""
+
+    def get_ordering(self, request: Request, queryset: Any, view: Any) -> tuple[str, ...]:
+        name = request.query_params.get("ordering", "priority")
+        if name not in register.ORDERINGS:
+            raise ValidationError(
+                {"ordering": [_("Order by one of: %s.") % ", ".join(register.ORDERINGS)]}
+            )
+        return register.ORDERINGS[name]
+
+
+class Named(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+
+
+class OwnerSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField(source="pk")
+    username = serializers.CharField(source="get_username")
+    name = serializers.CharField(source="get_full_name")
+
+
+class SegmentSerializer(serializers.Serializer[Any]):
+    code = serializers.CharField()
+    name = serializers.CharField()
+
+
+class FactorSerializer(serializers.Serializer[Any]):
+    raw = serializers.FloatField(
+        help_text=_(
+            "The factor's input: intent weight, value, lateness in SLA lengths, age in seconds."
+        )
+    )
+    level = serializers.FloatField(help_text=_("0 to 1: raw / (raw + half-point)."))
+    weight = serializers.FloatField()
+    share = serializers.FloatField(help_text=_("The factor's part of the score, 0 to 1."))
+
+
+class RowAlertSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField(source="pk")
+    signal = serializers.CharField()
+    status = serializers.CharField()
+    severity = serializers.SerializerMethodField()
+    due_at = serializers.DateTimeField()
+    raised_at = serializers.DateTimeField()
+    escalation_level = serializers.IntegerField()
+
+    def get_severity(self, alert: Any) -> str | None:
+        return Severity(alert.severity).name.lower() if alert.severity else None
+
+
+class RowSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField(source="opportunity.pk")
+    title = serializers.CharField(source="opportunity.__str__")
+    stage = serializers.CharField(source="opportunity.stage")
+    owner = OwnerSerializer(source="opportunity.owner", allow_null=True)
+    owner_confirmed = serializers.BooleanField(source="opportunity.owner_confirmed")
+    team = Named(source="opportunity.team", allow_null=True)
+    segment = SegmentSerializer(source="opportunity.segment", allow_null=True)
+    channel = serializers.CharField(source="opportunity.arrival_channel")
+    value = serializers.DecimalField(
+        source="opportunity.value", max_digits=14, decimal_places=2, allow_null=True
+    )
+    intent = serializers.FloatField(source="factors.intent.raw")
+    arrived_at = serializers.DateTimeField(source="opportunity.arrived_at")
+    age_business_hours = serializers.SerializerMethodField()
+    unfollowed_since = serializers.DateTimeField(allow_null=True)
+    lateness = serializers.FloatField(help_text=_("Late by this many lengths of the SLA."))
+    severity = serializers.SerializerMethodField()
+    reasons = serializers.ListField(child=serializers.ChoiceField(choices=Reason.choices))
+    score = serializers.FloatField(help_text=_("Priority, 0 to 100."))
+    shares = serializers.SerializerMethodField()
+    alerts = RowAlertSerializer(many=True)
+
+    def get_age_business_hours(self, row: register.Row) -> float:
+        return round(row.age / timedelta(hours=1), 2)
+
+    def get_severity(self, row: register.Row) -> str | None:
+        return row.severity.name.lower() if row.severity else None
+
+    def get_shares(self, row: register.Row) -> dict[str, float]:
+        return {name: round(f.share, 4) for name, f in row.factors.items()}
+
+
+class ExplainedRowSerializer(RowSerializer):
+    factors = serializers.DictField(child=FactorSerializer())
+
+
+class RegisterViewSet(base.ApiViewSet):
+    """The unfollowed register: one row per open opportunity that is not being followed."""
+
+    filterset_class = RegisterFilter
+    pagination_class = Ranked
+    serializer_class = RowSerializer
+
+    def get_queryset(self) -> QuerySet[TrackedOpportunity]:
+        if self.schema_only:
+            return TrackedOpportunity.objects.none()
+        return register.unfollowed(self.now, user=self.request.user).select_related(
+            "owner", "team", "segment"
+        )
+
+    def _explain(self) -> bool:
+        return self.request.query_params.get("explain", "").lower() in {"1", "true", "yes"}
+
+    @base.document(
+        parameters=[
+            OpenApiParameter(
+                "ordering",
+                OpenApiTypes.STR,
+                enum=list(register.ORDERINGS),
+                description="Row order; by priority (intent and value before age) by default.",
+            ),
+            OpenApiParameter(
+                "explain", OpenApiTypes.BOOL, description="Add each factor's raw value and level."
+            ),
+        ],
+        responses={200: ExplainedRowSerializer(many=True), **responses(400, 401)},
+    )
+    def list(self, request: Request) -> Response:
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(queryset)
+        assert page is not None
+        serializer = ExplainedRowSerializer if self._explain() else RowSerializer
+        data = serializer(register.rows(page, self.now), many=True).data
+        return self.get_paginated_response(data)

@@ -1,0 +1,122 @@
+"""The register's priority score: four factors, each with its share, so a rank can be explained.
+
+Each factor is ``x / (x + half)`` of its raw value ``x``: 0 at nothing, one half at the
+setting's half-point, approaching 1 beyond. The score is the weighted mean of the factors,
+0 to 100; a factor's share is its part of the score. Intent and value carry most weight by
+default, so a hot, valuable lead ranks above an old, cheap one (docs/register.md).
+
+The score is computed in SQL (the ranking covers every row before the first page is cut)
+and again in Python from the same inputs for the shares of the rows shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import (
+    Case,
+    DateTimeField,
+    F,
+    FloatField,
+    Value,
+    When,
+)
+from django.db.models.functions import Cast, Coalesce
+from django.db.models.lookups import LessThanOrEqual
+
+from followup_visibility.conf import app_settings
+from followup_visibility.engine.severity import Micros, duration, micros
+
+FACTORS = ("intent", "value", "lateness", "age")
+
+
+@dataclass(frozen=True)
+class Factor:
+    """One factor of a row's score: its raw value, its level (0 to 1), weight and share."""
+
+    name: str
+    raw: float
+    level: float
+    weight: float
+    #: The factor's part of the score, 0 to 1; the shares of a row sum to 1.
+    share: float
+
+
+def weights() -> dict[str, float]:
+    """The configured weights, normalised to sum to 1."""
+    raw = {name: float(app_settings.REGISTER_WEIGHTS.get(name, 0)) for name in FACTORS}
+    total = sum(raw.values())
+    return {name: value / total for name, value in raw.items()}
+
+
+def half_points() -> dict[str, float]:
+    """The half-points as floats; the age's in microseconds."""
+    configured = app_settings.REGISTER_HALF_POINTS
+    result = {}
+    for name in FACTORS:
+        value = configured[name]
+        result[name] = float(micros(value)) if isinstance(value, timedelta) else float(value)
+    return result
+
+
+def level(raw: float, half: float) -> float:
+    """``raw / (raw + half)``, 0 for nothing (or less)."""
+    raw = max(raw, 0.0)
+    return raw / (raw + half) if raw > 0 else 0.0
+
+
+def explain(raw: Mapping[str, float]) -> tuple[float, dict[str, Factor]]:
+    """The score (0 to 100) and the factors of a row whose raw factor values are ``raw``."""
+    w, halves = weights(), half_points()
+    levels = {name: level(raw[name], halves[name]) for name in FACTORS}
+    parts = {name: w[name] * levels[name] for name in FACTORS}
+    total = sum(parts.values())
+    factors = {
+        name: Factor(
+            name=name,
+            raw=raw[name],
+            level=levels[name],
+            weight=w[name],
+            share=parts[name] / total if total else 0.0,
+        )
+        for name in FACTORS
+    }
+    return 100 * total, factors
+
+
+# SQL ----------------------------------------------------------------------------------------
+
+
+def _level_sql(raw: Any, half: float) -> Case:
+    return Case(
+        When(LessThanOrEqual(raw, Value(0.0)), then=Value(0.0)),
+        default=raw / (raw + Value(half)),
+        output_field=FloatField(),
+    )
+
+
+def raw_expressions(now: datetime, lateness: Any) -> dict[str, Any]:
+    """SQL for each factor's raw value on an opportunity row; ``lateness`` is the row's
+    greatest lateness in SLA lengths (an annotation the register computes from its alerts)."""
+    return {
+        "intent": Cast(Coalesce(F("segment__intent_weight"), Value(Decimal(1))), FloatField()),
+        "value": Cast(Coalesce(F("value"), Value(Decimal(0))), FloatField()),
+        "lateness": lateness,
+        "age": Micros(duration(Value(now, output_field=DateTimeField()) - F("arrived_at"))),
+    }
+
+
+def score_expression(raw: Mapping[str, Any]) -> Any:
+    """The score, 0 to 100, as SQL over the factors' raw values."""
+    w, halves = weights(), half_points()
+    total: Any = None
+    for name in FACTORS:
+        if not w[name]:
+            continue
+        part = Value(100 * w[name]) * _level_sql(raw[name], halves[name])
+        total = part if total is None else total + part
+    return Cast(total if total is not None else Value(0.0), FloatField())

@@ -1,0 +1,250 @@
+"""The unfollowed register: one ranked row per open opportunity that is not being followed.
+
+An opportunity is unfollowed while one of its signals holds an alert that is open or
+acknowledged: no confirmed owner, no meaningful touch within the segment's SLA, no dated
+future next action (and the other signals, each with its reason code). Snoozed and
+suppressed alerts are set aside on purpose and do not list it; a stalled opportunity
+(waiting for a known reason until a date) leaves the register until then; :func:`standing`
+says which of these keeps an opportunity out.
+
+:func:`unfollowed` is a queryset (filter, order and paginate it in SQL: ranking covers every
+row); :func:`rows` completes one page with its alerts, reasons, business-time age and the
+shares of its score, in a bounded number of queries whatever the page size.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Exists, F, FloatField, Max, Min, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Greatest
+from django.utils.translation import gettext as _
+
+from followup_visibility.choices import (
+    REASON_OF_SIGNAL,
+    AlertStatus,
+    Severity,
+    Status,
+    signals_of_reason,
+)
+from followup_visibility.engine import access, severity
+from followup_visibility.engine.business_time import business_time_between
+from followup_visibility.engine.calendars import TeamCalendars
+from followup_visibility.models import Alert, Suppression, TrackedOpportunity
+from followup_visibility.register import priority
+
+#: Alert statuses that list an opportunity: someone still owes the customer something.
+LISTING = (AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED)
+
+#: Orderings the register offers: name -> SQL ordering (the key last, for a stable order).
+ORDERINGS: dict[str, tuple[str, ...]] = {
+    "priority": ("-fv_score", "-pk"),
+    "value": ("-fv_value", "-fv_score", "-pk"),
+    "intent": ("-fv_intent", "-fv_score", "-pk"),
+    "lateness": ("-fv_lateness", "-fv_score", "-pk"),
+    "age": ("arrived_at", "pk"),
+    "unfollowed_since": ("fv_since", "pk"),
+}
+
+
+def _listing() -> QuerySet[Alert]:
+    return Alert.objects.filter(opportunity_id=OuterRef("pk"), status__in=LISTING)
+
+
+def _per_opportunity(alerts: QuerySet[Alert], **aggregate: Any) -> Subquery:
+    (name,) = aggregate
+    return Subquery(
+        alerts.order_by().values("opportunity_id").annotate(**aggregate).values(name)[:1]
+    )
+
+
+def lateness_expression(now: datetime) -> Any:
+    """An alert row's lateness at ``now`` in lengths of its SLA (see engine/severity.py)."""
+    return severity.late_micros(now) / severity.span_micros()
+
+
+def unfollowed(
+    now: datetime, *, user: Any = None, base: QuerySet[TrackedOpportunity] | None = None
+) -> QuerySet[TrackedOpportunity]:
+    """The register at ``now``: open, unstalled opportunities with a listing alert, annotated
+    with ``fv_score`` (0-100), the factors' raw values (``fv_intent``, ``fv_value``,
+    ``fv_lateness`` in SLA lengths, ``fv_age`` in microseconds), ``fv_severity`` (the highest
+    of its alerts) and ``fv_since`` (when its oldest listing alert fell due); ranked by score.
+
+    ``user`` limits it to their scope (``None``: no limit, for jobs); ``base`` starts from a
+    queryset of opportunities instead of all of them.
+    """
+    opportunities = base if base is not None else TrackedOpportunity.objects.all()
+    if user is not None:
+        opportunities = access.restrict(opportunities, user)
+    alerts = _listing()
+    raw = priority.raw_expressions(now, F("fv_lateness"))
+    return (
+        opportunities.filter(status=Status.OPEN)
+        .exclude(stalled_until__gt=now)
+        .filter(Exists(alerts))
+        .annotate(
+            fv_lateness=Greatest(
+                _per_opportunity(
+                    alerts, fv_max=Max(lateness_expression(now), output_field=FloatField())
+                ),
+                0.0,
+                output_field=FloatField(),
+            ),
+            fv_severity=_per_opportunity(alerts, fv_max=Max(severity.expression(now))),
+            fv_since=_per_opportunity(alerts, fv_min=Min("due_at")),
+            fv_intent=raw["intent"],
+            fv_value=raw["value"],
+            fv_age=raw["age"],
+        )
+        .annotate(fv_score=priority.score_expression(raw))
+        .order_by(*ORDERINGS["priority"])
+    )
+
+
+def with_reason(
+    queryset: QuerySet[TrackedOpportunity], reasons: Iterable[str]
+) -> QuerySet[TrackedOpportunity]:
+    """Rows with a listing alert of a signal whose reason code is one of ``reasons``."""
+    signals = [s for reason in reasons for s in signals_of_reason(reason)]
+    return queryset.filter(Exists(_listing().filter(signal__in=signals)))
+
+
+def with_severity(
+    queryset: QuerySet[TrackedOpportunity], levels: Iterable[int]
+) -> QuerySet[TrackedOpportunity]:
+    # A Q object: the type checker cannot see the annotation through the queryset's type.
+    return queryset.filter(Q(fv_severity__in=[int(level) for level in levels]))
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the register, as :func:`rows` completes it."""
+
+    opportunity: TrackedOpportunity
+    score: float
+    factors: dict[str, priority.Factor]
+    severity: Severity | None
+    reasons: list[str]
+    #: The listing alerts, most severe first, each with ``severity`` set.
+    alerts: list[Alert]
+    #: Business time since the opportunity arrived, in its team's calendar.
+    age: timedelta
+    unfollowed_since: datetime | None
+    lateness: float
+
+
+def rows(page: Sequence[TrackedOpportunity], now: datetime) -> list[Row]:
+    """Complete a page of :func:`unfollowed`: alerts, reasons, age in business time and the
+    factor shares. Three queries and the calendars', whatever the page's length."""
+    if not page:
+        return []
+    alerts: dict[Any, list[Alert]] = defaultdict(list)
+    listed = (
+        severity.annotate(
+            Alert.objects.filter(opportunity_id__in=[o.pk for o in page], status__in=LISTING),
+            now,
+        )
+        .select_related(None)
+        .order_by("opportunity_id", "-severity", "due_at", "pk")
+    )
+    for alert in listed:
+        alerts[alert.opportunity_id].append(alert)
+    calendars = TeamCalendars.load()
+    result = []
+    for opportunity in page:
+        raw = {
+            "intent": float(opportunity.fv_intent),  # type: ignore[attr-defined]
+            "value": float(opportunity.fv_value),  # type: ignore[attr-defined]
+            "lateness": float(opportunity.fv_lateness or 0),  # type: ignore[attr-defined]
+            "age": float(opportunity.fv_age),  # type: ignore[attr-defined]
+        }
+        score, factors = priority.explain(raw)
+        mine = alerts.get(opportunity.pk, [])
+        level = opportunity.fv_severity  # type: ignore[attr-defined]
+        result.append(
+            Row(
+                opportunity=opportunity,
+                score=score,
+                factors=factors,
+                severity=Severity(level) if level else None,
+                reasons=sorted({REASON_OF_SIGNAL[a.signal] for a in mine}),
+                alerts=mine,
+                age=business_age(opportunity, now, calendars),
+                unfollowed_since=opportunity.fv_since,  # type: ignore[attr-defined]
+                lateness=raw["lateness"],
+            )
+        )
+    return result
+
+
+def business_age(
+    opportunity: TrackedOpportunity, now: datetime, calendars: TeamCalendars
+) -> timedelta:
+    """Business time from arrival to ``now`` in the opportunity's calendar (wall time when
+    the company keeps no calendar at all)."""
+    calendar_id = (
+        calendars.by_team.get(opportunity.team_id, calendars.default)
+        if opportunity.team_id is not None
+        else calendars.default
+    )
+    engine = calendars.engines.get(calendar_id) if calendar_id is not None else None
+    if now <= opportunity.arrived_at:
+        return timedelta(0)
+    if engine is None:
+        return now - opportunity.arrived_at
+    return business_time_between(engine, opportunity.arrived_at, now)
+
+
+# Why an opportunity is not listed --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Whether an opportunity is in the register at a moment, and if not, why."""
+
+    listed: bool
+    #: ``listed``, ``closed``, ``stalled``, ``suppressed``, ``snoozed`` or ``followed``.
+    state: str
+    detail: str
+    until: datetime | None = None
+
+
+def standing(opportunity: TrackedOpportunity, now: datetime) -> Standing:
+    """Why ``opportunity`` is or is not in the register at ``now`` (a few queries)."""
+    if opportunity.status != Status.OPEN:
+        return Standing(
+            False, "closed", _("Closed: %(s)s.") % {"s": opportunity.get_status_display()}
+        )
+    if opportunity.stalled_until is not None and opportunity.stalled_until > now:
+        return Standing(
+            False,
+            "stalled",
+            _("Stalled: %(r)s.") % {"r": opportunity.stalled_reason},
+            opportunity.stalled_until,
+        )
+    active = Alert.objects.filter(opportunity=opportunity)
+    if active.filter(status__in=LISTING).exists():
+        return Standing(True, "listed", _("Unfollowed: a signal holds an open alert."))
+    held = active.filter(status=AlertStatus.SUPPRESSED).select_related("suppression").first()
+    if held is not None:
+        rule: Suppression | None = held.suppression
+        return Standing(
+            False,
+            "suppressed",
+            _("Suppressed: %(c)s.") % {"c": rule.comment if rule else ""},
+            rule.ends_at if rule else None,
+        )
+    snoozed = active.filter(status=AlertStatus.SNOOZED).order_by("-snoozed_until").first()
+    if snoozed is not None:
+        return Standing(
+            False,
+            "snoozed",
+            _("Snoozed: %(r)s.") % {"r": snoozed.snooze_reason},
+            snoozed.snoozed_until,
+        )
+    return Standing(False, "followed", _("Followed: no signal holds an open alert."))
