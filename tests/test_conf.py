@@ -9,7 +9,14 @@ import pytest
 from django.test import override_settings
 from django.utils.module_loading import import_string
 
-from followup_visibility.conf import DEFAULT_TOUCH_RULES, PREFIX, Settings, app_settings
+from followup_visibility.conf import (
+    DEFAULT_REGISTER_HALF_POINTS,
+    DEFAULT_REGISTER_WEIGHTS,
+    DEFAULT_TOUCH_RULES,
+    PREFIX,
+    Settings,
+    app_settings,
+)
 
 # name: (default, an override)
 CASES: dict[str, tuple[Any, Any]] = {
@@ -22,12 +29,22 @@ CASES: dict[str, tuple[Any, Any]] = {
     "RECOMPUTE_CHUNK_SIZE": (2000, 100),
     "SWEEP_CHUNK_SIZE": (50000, 1000),
     "SNOOZE_MAX": (timedelta(days=30), timedelta(days=7)),
-    "SEVERITY_THRESHOLDS": ((0.25, 1.0, 3.0), (0.5, 2.0, 4.0)),
-    "NOTIFY_MIN_SEVERITY": ("high", "critical"),
+    "SEVERITY_THRESHOLDS": ((1.0, 24.0, 576.0), (0.25, 1.0, 3.0)),
+    "NOTIFY_MIN_SEVERITY": ("medium", "critical"),
     "NOTIFY_REPEAT": (timedelta(hours=24), timedelta(hours=4)),
     "NOTIFY_EMAIL": (True, False),
     "USER_TENANTS": (None, "tests.tenant_host.models.user_tenants"),
     "ADMIN_SITES": (("django.contrib.admin.site",), ["tests.host_admin_urls.crm_site"]),
+    "REGISTER_WEIGHTS": (
+        DEFAULT_REGISTER_WEIGHTS,
+        {"intent": 1, "value": 1, "lateness": 1, "age": 1},
+    ),
+    "REGISTER_HALF_POINTS": (
+        DEFAULT_REGISTER_HALF_POINTS,
+        {"intent": 2, "value": 50_000, "lateness": 2, "age": timedelta(days=10)},
+    ),
+    "API_MAX_BATCH": (1000, 50),
+    "API_INGEST_RATE": ("600/min", None),
 }
 
 

@@ -38,9 +38,12 @@ def test_a_fresh_database_runs_the_squash_only() -> None:
     plan = [name for app, name in loader.graph.forwards_plan((APP, SQUASH)) if app == APP]
 
     assert plan == [SQUASH]
-    # Every migration file that predates the squash is one it replaces.
-    older = {name for app, name in loader.disk_migrations if app == APP and name != SQUASH}
+    # Every migration file that predates the squash is one it replaces; later ones follow it.
+    names = {name for app, name in loader.disk_migrations if app == APP and name != SQUASH}
+    older = {name for name in names if name <= LAST_REPLACED}
     assert older <= replaced and LAST_REPLACED in replaced
+    for name in names - older:
+        assert (APP, SQUASH) in loader.graph.forwards_plan((APP, name)), name
 
 
 def test_the_squash_leaves_the_state_of_the_replaced_migrations() -> None:

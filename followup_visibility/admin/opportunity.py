@@ -13,10 +13,11 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
 from django.contrib.contenttypes.models import ContentType
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils import timezone
 from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
@@ -30,6 +31,7 @@ from followup_visibility.admin.forms import (
     format_duration,
     refusal_messages,
 )
+from followup_visibility.admin.register import register_view
 from followup_visibility.admin.scoped import (
     RecordHistoryAdmin,
     ScopedAdminMixin,
@@ -229,6 +231,16 @@ class TrackedOpportunityAdmin(ScopedAdminMixin, RecordHistoryAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # tracking comes from the CRM through the adapters, never by hand
+
+    def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view(self.register)
+        name = f"{self.opts.app_label}_{self.opts.model_name}_register"
+        return [path("register/", view, name=name), *super().get_urls()]
+
+    def register(self, request: HttpRequest) -> TemplateResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return register_view(self, request)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # a host deletion closes it (sync), keeping its alerts' record

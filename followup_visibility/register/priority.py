@@ -45,6 +45,10 @@ class Factor:
     #: The factor's part of the score, 0 to 1; the shares of a row sum to 1.
     share: float
 
+    @property
+    def share_percent(self) -> float:
+        return 100 * self.share
+
 
 def weights() -> dict[str, float]:
     """The configured weights, normalised to sum to 1."""

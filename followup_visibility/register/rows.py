@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Exists, F, FloatField, Max, Min, OuterRef, QuerySet, Subquery
+from django.db.models import Exists, F, FloatField, Max, Min, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Greatest
 from django.utils.translation import gettext as _
 
 from followup_visibility.choices import (
     REASON_OF_SIGNAL,
     AlertStatus,
+    Reason,
     Severity,
     Status,
     signals_of_reason,
@@ -136,6 +137,18 @@ class Row:
     age: timedelta
     unfollowed_since: datetime | None
     lateness: float
+
+    @property
+    def age_hours(self) -> float:
+        return self.age / timedelta(hours=1)
+
+    @property
+    def reason_labels(self) -> list[str]:
+        return [str(Reason(code).label) for code in self.reasons]
+
+    @property
+    def factor_list(self) -> list[priority.Factor]:
+        return [self.factors[name] for name in priority.FACTORS]
 
 
 def rows(page: Sequence[TrackedOpportunity], now: datetime) -> list[Row]:
