@@ -15,7 +15,9 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils.translation import gettext as _
 
 from followup_visibility.choices import Status
 
@@ -69,7 +71,8 @@ class OpportunityAdapter:
     """Reads owner, stage, status, arrival, value, team, segment hints and contact identity.
 
     Subclass it per tracked model. Attributes name host fields; set one to ``None`` when the host
-    has no such field. Methods may be overridden freely; they must not write to the database.
+    has no such field. Methods may be overridden freely; they must not write to the database,
+    except :meth:`set_owner`, the one write the app asks of the host.
     """
 
     owner_field: str | None = "owner"
@@ -115,6 +118,22 @@ class OpportunityAdapter:
         if self.owner_field is None:
             return None
         return getattr(obj, f"{self.owner_field}_id", None)
+
+    def set_owner(self, obj: Any, user: Any) -> None:
+        """Make ``user`` (``None``: nobody) the owner of the host object ``obj``, in the CRM.
+
+        The CRM is the system of record for owners: reassigning from the app (the API's
+        ``reassign``) writes here, then syncs ``obj`` as any CRM change is synced. The default
+        sets ``owner_field`` the way :meth:`get_owner_id` reads it (``<owner_field>_id``) and
+        saves that field only, so the host's ``save()`` and signals run. Override it when the
+        owner lives elsewhere (a CRM's own API, an assignment table); raise
+        ``ValidationError`` (keyed ``owner``) to refuse. With ``owner_field = None`` it refuses.
+        """
+        if self.owner_field is None:
+            message = _("This CRM record has no owner the app can change.")
+            raise ValidationError({"owner": ValidationError(message, code="no_owner_field")})
+        setattr(obj, f"{self.owner_field}_id", getattr(user, "pk", None))
+        obj.save(update_fields=[self.owner_field])
 
     def get_stage(self, obj: Any) -> str:
         return str(getattr(obj, self.stage_field) or "") if self.stage_field else ""

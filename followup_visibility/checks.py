@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import phonenumbers
@@ -19,6 +22,7 @@ from followup_visibility.conf import PREFIX, app_settings
 from followup_visibility.engine import calendars
 from followup_visibility.models import Calendar, EscalationPolicy, SlaPolicy
 from followup_visibility.models.policy import DURATION_FIELDS
+from followup_visibility.register import priority
 from followup_visibility.registry import admin_site_problems
 
 REQUIRED_APPS = ("django.contrib.auth", "django.contrib.contenttypes", "simple_history")
@@ -92,6 +96,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         ("followup_visibility.E009", "SYNC_CHUNK_SIZE", 500),
         ("followup_visibility.E012", "RECOMPUTE_CHUNK_SIZE", 2000),
         ("followup_visibility.E016", "SWEEP_CHUNK_SIZE", 50000),
+        ("followup_visibility.E034", "API_MAX_BATCH", 1000),
     ):
         size = getattr(app_settings, name)
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
@@ -104,6 +109,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
     errors += _check_alert_settings()
     errors += _check_user_tenants()
+    errors += _check_register_settings()
+    errors += _check_ingest_rate()
     # Typed as what a host may write, not what it should.
     rules: Sequence[object] = app_settings.TOUCH_RULES
     if isinstance(rules, str):
@@ -180,17 +187,19 @@ def _check_alert_settings() -> list[checks.CheckMessage]:
                 "followup_visibility.E018",
                 f"{PREFIX}SEVERITY_THRESHOLDS must be three increasing numbers >= 0 "
                 f"(medium, high, critical), not {thresholds!r}.",
-                "e.g. (0.25, 1.0, 3.0): medium from a quarter of the SLA late, high from one "
-                "SLA late, critical from three.",
+                "e.g. (1.0, 24.0, 576.0) (the default): medium from one SLA late, high from "
+                "24, critical from 576.",
             )
         )
     minimum = app_settings.NOTIFY_MIN_SEVERITY
-    if minimum not in ("high", "critical"):
+    if minimum not in ("medium", "high", "critical"):
         errors.append(
             _error(
                 "followup_visibility.E019",
-                f"{PREFIX}NOTIFY_MIN_SEVERITY must be 'high' or 'critical', not {minimum!r}.",
-                "Owners are notified of alerts from this severity up.",
+                f"{PREFIX}NOTIFY_MIN_SEVERITY must be 'medium', 'high' or 'critical', "
+                f"not {minimum!r}.",
+                "Owners are notified of alerts from this severity up; 'medium' (the default) "
+                "is late by a whole SLA with the default thresholds.",
             )
         )
     email: object = app_settings.NOTIFY_EMAIL
@@ -203,6 +212,88 @@ def _check_alert_settings() -> list[checks.CheckMessage]:
             )
         )
     return errors
+
+
+def _is_number(value: object) -> bool:
+    return (
+        isinstance(value, int | float | Decimal)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+def _factor_problems(value: object, *, half_points: bool) -> list[str]:
+    """What is wrong with a mapping of the register's four factors (empty: nothing)."""
+    if not isinstance(value, Mapping):
+        return ["is not a mapping"]
+    problems = []
+    missing = [name for name in priority.FACTORS if name not in value]
+    unknown = sorted(repr(key) for key in value if key not in priority.FACTORS)
+    if missing:
+        problems.append(f"lacks {', '.join(missing)}")
+    if unknown:
+        problems.append(f"has unknown keys {', '.join(unknown)}")
+    for name in priority.FACTORS:
+        if name not in value:
+            continue
+        given = value[name]
+        if half_points and name == "age":
+            if not _positive_duration(given):
+                problems.append(f"age is {given!r}, not a timedelta > 0")
+        elif half_points and not (_is_number(given) and given > 0):
+            problems.append(f"{name} is {given!r}, not a number > 0")
+        elif not half_points and not (_is_number(given) and given >= 0):
+            problems.append(f"{name} is {given!r}, not a number >= 0")
+    if not half_points and not problems and not any(value[n] for n in priority.FACTORS):
+        problems.append("are all 0")
+    return problems
+
+
+def _check_register_settings() -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    weights: object = app_settings.REGISTER_WEIGHTS
+    problems = _factor_problems(weights, half_points=False)
+    if problems:
+        errors.append(
+            _error(
+                "followup_visibility.E032",
+                f"{PREFIX}REGISTER_WEIGHTS {'; '.join(problems)}: {weights!r}.",
+                "A dict of the priority factors' weights, numbers >= 0 and not all 0 (only "
+                "their ratios matter), e.g. {'intent': 0.35, 'value': 0.35, 'lateness': 0.2, "
+                "'age': 0.1}.",
+            )
+        )
+    halves: object = app_settings.REGISTER_HALF_POINTS
+    problems = _factor_problems(halves, half_points=True)
+    if problems:
+        errors.append(
+            _error(
+                "followup_visibility.E033",
+                f"{PREFIX}REGISTER_HALF_POINTS {'; '.join(problems)}: {halves!r}.",
+                "A dict of where each factor reaches half its weight: numbers > 0 for intent, "
+                "value and lateness, a timedelta > 0 for age, e.g. {'intent': 1.0, "
+                "'value': 10000, 'lateness': 1.0, 'age': timedelta(days=5)}.",
+            )
+        )
+    return errors
+
+
+#: A DRF throttle rate: requests per second, minute, hour or day ("600/min", "10/s").
+_RATE = re.compile(r"[1-9][0-9]*/[smhd][a-z]*")
+
+
+def _check_ingest_rate() -> list[checks.CheckMessage]:
+    rate: object = app_settings.API_INGEST_RATE
+    if rate is None or (isinstance(rate, str) and _RATE.fullmatch(rate)):
+        return []
+    return [
+        _error(
+            "followup_visibility.E035",
+            f"{PREFIX}API_INGEST_RATE must be None or a rate such as '600/min', not {rate!r}.",
+            "A positive number of requests, '/', and s, min, hour or day (DRF's throttle "
+            "rates); None lets touch ingestion through without a limit.",
+        )
+    ]
 
 
 def _check_user_tenants() -> list[checks.CheckMessage]:

@@ -22,6 +22,10 @@ DEFAULT_TOUCH_RULES: tuple[str, ...] = (
     "followup_visibility.engine.touch_rules.no_conversation",
 )
 
+#: Medium from one SLA late, high from 24, critical from 576 (24 x 24): one hour, one day and
+#: 24 days on a one-hour SLA. Calibrated on the demo (docs/escalation.md#severity).
+DEFAULT_SEVERITY_THRESHOLDS: tuple[float, float, float] = (1.0, 24.0, 576.0)
+
 #: Intent and value first: together they outweigh lateness and age (docs/register.md).
 DEFAULT_REGISTER_WEIGHTS: Mapping[str, float] = {
     "intent": 0.35,
@@ -99,15 +103,17 @@ class Settings:
 
     @property
     def SEVERITY_THRESHOLDS(self) -> Sequence[float]:
-        """Lateness, as a multiple of the SLA's length, from which an alert is medium, high and
-        critical (before the segment's intent weight multiplies it)."""
-        value: Sequence[float] = self._get("SEVERITY_THRESHOLDS", (0.25, 1.0, 3.0))
+        """Lateness, as a multiple of the SLA's length times the segment's intent weight, from
+        which an alert is medium, high and critical. The default is a logarithmic scale, each
+        level 24 times later than the one before (docs/escalation.md#severity)."""
+        value: Sequence[float] = self._get("SEVERITY_THRESHOLDS", DEFAULT_SEVERITY_THRESHOLDS)
         return value
 
     @property
     def NOTIFY_MIN_SEVERITY(self) -> str:
-        """The lowest severity of an alert that notifies its owner: ``"high"`` or ``"critical"``."""
-        value: str = self._get("NOTIFY_MIN_SEVERITY", "high")
+        """The lowest severity of an alert that notifies its owner: ``"medium"`` (late by a
+        whole SLA, with the default thresholds), ``"high"`` or ``"critical"``."""
+        value: str = self._get("NOTIFY_MIN_SEVERITY", "medium")
         return value
 
     @property

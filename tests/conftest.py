@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
+from rest_framework.test import APIClient
 
 from example_project.crm.models import Deal, Lead
 from followup_visibility.models import TrackedOpportunity
@@ -51,6 +52,19 @@ def make_deal(db: Any) -> Callable[..., Deal]:
         kwargs.setdefault("name", f"Deal {n}")
         kwargs.setdefault("created_at", NOW - timedelta(hours=2))
         return Deal.objects.create(**kwargs)
+
+    return make
+
+
+@pytest.fixture
+def api() -> Callable[..., APIClient]:
+    """An API client, signed in (session) as ``user`` when one is given."""
+
+    def make(user: Any = None) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            client.force_login(user)
+        return client
 
     return make
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import time, timedelta
+from decimal import Decimal
 from io import StringIO
 from typing import Any
 
@@ -15,6 +16,7 @@ from django.test import modify_settings, override_settings
 
 from example_project.crm.adapters import LeadAdapter
 from followup_visibility.adapters import OpportunityAdapter
+from followup_visibility.api.base import IngestThrottle
 from followup_visibility.engine import calendars
 from followup_visibility.models import (
     Calendar,
@@ -531,12 +533,18 @@ def test_e018_list_of_numbers_is_allowed() -> None:
         assert "no issues" in run_check()
 
 
-@pytest.mark.parametrize("value", ["medium", "HIGH", None, 3])
+@pytest.mark.parametrize("value", ["low", "HIGH", None, 3])
 def test_e019_bad_notify_min_severity(value: Any) -> None:
     with override_settings(FOLLOWUP_VISIBILITY_NOTIFY_MIN_SEVERITY=value):
         output = run_failing_check()
     assert_reported(output, "followup_visibility.E019", "NOTIFY_MIN_SEVERITY", repr(value))
     assert our_ids(output) == {"followup_visibility.E019"}
+
+
+@pytest.mark.parametrize("value", ["medium", "high", "critical"])
+def test_e019_each_level_from_medium_is_allowed(value: str) -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_NOTIFY_MIN_SEVERITY=value):
+        assert "no issues" in run_check()
 
 
 @pytest.mark.parametrize("value", ["no", 0, None])
@@ -617,3 +625,101 @@ def test_e010_checks_the_tenant_field() -> None:
     with override_settings(FOLLOWUP_VISIBILITY_TRACKED_MODELS=tracked):
         output = run_failing_check()
     assert_reported(output, "followup_visibility.E010", "tenant_field", "'organisation'")
+
+
+# Register and API settings (E032-E035)
+
+WEIGHTS = {"intent": 0.35, "value": 0.35, "lateness": 0.2, "age": 0.1}
+HALVES = {"intent": 1.0, "value": 10_000, "lateness": 1.0, "age": timedelta(days=5)}
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ([0.35, 0.35, 0.2, 0.1], "is not a mapping"),
+        ({"intent": 1, "value": 1, "lateness": 1}, "lacks age"),
+        ({**WEIGHTS, "recency": 1}, "has unknown keys 'recency'"),
+        ({**WEIGHTS, "value": -0.1}, "value is -0.1, not a number >= 0"),
+        ({**WEIGHTS, "age": "0.1"}, "age is '0.1', not a number >= 0"),
+        ({**WEIGHTS, "intent": True}, "intent is True"),
+        ({**WEIGHTS, "lateness": float("nan")}, "lateness is nan"),
+        ({"intent": 0, "value": 0, "lateness": 0.0, "age": 0}, "are all 0"),
+    ],
+    ids=["list", "missing", "unknown", "negative", "string", "bool", "nan", "all-zero"],
+)
+def test_e032_bad_register_weights(value: Any, problem: str) -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_REGISTER_WEIGHTS=value):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E032", "REGISTER_WEIGHTS", problem)
+    assert our_ids(output) == {"followup_visibility.E032"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"intent": 1, "value": 0, "lateness": 0, "age": 0},  # one factor alone ranks
+        {"intent": Decimal("2"), "value": 1, "lateness": 0.5, "age": 0},
+    ],
+)
+def test_e032_zero_weights_are_allowed_unless_all_are(value: Any) -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_REGISTER_WEIGHTS=value):
+        assert "no issues" in run_check()
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("intent=1", "is not a mapping"),
+        ({k: v for k, v in HALVES.items() if k != "value"}, "lacks value"),
+        ({**HALVES, "Age": timedelta(days=1)}, "has unknown keys 'Age'"),
+        ({**HALVES, "value": 0}, "value is 0, not a number > 0"),
+        ({**HALVES, "lateness": -1.0}, "lateness is -1.0, not a number > 0"),
+        ({**HALVES, "age": 5}, "age is 5, not a timedelta > 0"),
+        ({**HALVES, "age": timedelta(0)}, "not a timedelta > 0"),
+    ],
+    ids=["string", "missing", "unknown", "zero", "negative", "age-number", "age-zero"],
+)
+def test_e033_bad_register_half_points(value: Any, problem: str) -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_REGISTER_HALF_POINTS=value):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E033", "REGISTER_HALF_POINTS", problem)
+    assert our_ids(output) == {"followup_visibility.E033"}
+
+
+def test_e032_e033_reported_together_with_every_problem() -> None:
+    with override_settings(
+        FOLLOWUP_VISIBILITY_REGISTER_WEIGHTS={"intent": -1, "speed": 1},
+        FOLLOWUP_VISIBILITY_REGISTER_HALF_POINTS={**HALVES, "age": 0, "intent": 0},
+    ):
+        output = run_failing_check()
+    assert_reported(
+        output, "followup_visibility.E032", "lacks value, lateness, age", "'speed'", "intent is -1"
+    )
+    assert_reported(output, "followup_visibility.E033", "intent is 0", "age is 0")
+    assert our_ids(output) == {"followup_visibility.E032", "followup_visibility.E033"}
+
+
+@pytest.mark.parametrize("size", [0, -5, True, "1000", 10.0])
+def test_e034_bad_api_max_batch(size: Any) -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_API_MAX_BATCH=size):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E034", "API_MAX_BATCH", repr(size))
+    assert our_ids(output) == {"followup_visibility.E034"}
+
+
+@pytest.mark.parametrize("rate", ["600", "600/fortnight", "0/min", "ten/min", "6/0/m", 600, ""])
+def test_e035_bad_api_ingest_rate(rate: Any) -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_API_INGEST_RATE=rate):
+        output = run_failing_check()
+    assert_reported(output, "followup_visibility.E035", "API_INGEST_RATE", repr(rate))
+    assert our_ids(output) == {"followup_visibility.E035"}
+
+
+@pytest.mark.parametrize("rate", [None, "600/min", "20/s", "100000/day", "5/hour", "1/m"])
+def test_e035_none_or_a_drf_rate_passes(rate: Any) -> None:
+    with override_settings(FOLLOWUP_VISIBILITY_API_INGEST_RATE=rate):
+        assert "no issues" in run_check()
+        # The throttle parses what the check lets through.
+        throttle = IngestThrottle()
+    if rate is not None:
+        assert throttle.num_requests > 0 and throttle.duration > 0

@@ -5,12 +5,16 @@ from io import StringIO
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 from example_project.crm.models import Deal, Lead
-from example_project.crm.seed import seed
+from example_project.crm.seed import LOGINS, seed
 from followup_visibility.choices import Status
 from followup_visibility.engine import access
 from followup_visibility.models import DuplicateMatch, Handoff, Touch, TrackedOpportunity
+from followup_visibility.register import rows as register
 from tests.conftest import NOW
 
 
@@ -65,10 +69,32 @@ def test_demo_command_seeds_once_and_prints_logins(db):
         ), username
     assert "act on their own" not in text
 
+    # An API token per login, printed, and one curl that fetches a rep's queue.
+    tokens = dict(Token.objects.values_list("user__username", "key"))
+    assert set(tokens) == set(LOGINS)
+    for username, key in tokens.items():
+        assert re.search(rf"^  {username} +{key}$", text, re.M), username
+    curl = re.search(
+        r'^  curl -H "Authorization: (Token \w+)" http://127\.0\.0\.1:8000(/\S+)$', text, re.M
+    )
+    assert curl is not None and curl[1] == f"Token {tokens['alex']}"
+    assert "http://127.0.0.1:8000/api/followup/schema/" in text
+    assert "http://127.0.0.1:8000/api/followup/reference/" in text
+    response = APIClient().get(curl[2], HTTP_AUTHORIZATION=curl[1])
+    assert response.status_code == 200
+    listed = {row["id"]: row["owner"]["username"] for row in response.json()["results"]}
+    everyone = register.unfollowed(timezone.now()).values_list("pk", "owner__username")
+    assert listed and set(listed.values()) == {"alex"}
+    assert set(listed) == {pk for pk, owner in everyone if owner == "alex"}
+    assert {owner for _pk, owner in everyone} - {"alex"}  # others' rows exist, and are left out
+
     again = StringIO()
     call_command("demo", "--no-serve", stdout=again)
     assert "already present" in again.getvalue()
     assert Lead.objects.count() == 15
+    # The tokens survive a second run: what a user copied keeps working.
+    assert dict(Token.objects.values_list("user__username", "key")) == tokens
+    assert f"Token {tokens['alex']}" in again.getvalue()
 
 
 def test_seed_configures_segments_teams_and_versioned_policies(db, now):

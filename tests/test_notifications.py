@@ -53,6 +53,15 @@ ARRIVAL, DUE = ny(3, 2, 10), ny(3, 2, 11)
 HIGH_AT, CRITICAL_AT = ny(3, 2, 12), ny(3, 2, 14)
 
 
+@pytest.fixture(autouse=True)
+def earlier_severity_scale(settings: Any) -> None:
+    """These tests are about the notification mechanics and keep the scale they were written
+    on (high from one SLA late, critical from three); the calibrated default and when it
+    notifies are tests/test_severity.py's."""
+    settings.FOLLOWUP_VISIBILITY_SEVERITY_THRESHOLDS = (0.25, 1.0, 3.0)
+    settings.FOLLOWUP_VISIBILITY_NOTIFY_MIN_SEVERITY = "high"
+
+
 @dataclass
 class Setup:
     rep: Any

@@ -6,7 +6,9 @@ a host's settings for its own API change nothing in ours (docs/api.md).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from django.apps import apps
@@ -15,6 +17,7 @@ from django.http import Http404
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django_filters.rest_framework import DjangoFilterBackend
+from django_filters.utils import translate_validation
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers, status, viewsets
@@ -60,6 +63,19 @@ class ActiveUser(BasePermission):
     def has_permission(self, request: Request, view: Any) -> bool:
         user = request.user
         return bool(user and user.is_authenticated and user.is_active)
+
+
+def requires(*codenames: str) -> type[BasePermission]:
+    """A permission: active, and holding these model permissions of the app (the ones the
+    admin asks for the same write), e.g. ``requires("change_alert")``; 403 without them."""
+    wanted = [f"followup_visibility.{codename}" for codename in codenames]
+
+    class Requires(ActiveUser):
+        def has_permission(self, request: Request, view: Any) -> bool:
+            return super().has_permission(request, view) and request.user.has_perms(wanted)
+
+    Requires.__name__ = f"Requires({', '.join(codenames)})"
+    return Requires
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -129,17 +145,50 @@ def handle_exception(exc: Exception, context: Mapping[str, Any]) -> Response | N
     return response
 
 
+#: The years an API time may fall in. Outside them, the host's zone may give a local offset
+#: in seconds (before standard time), which no RFC 3339 time can show.
+YEARS = (1900, 9998)
+
+
 class Aware(serializers.DateTimeField):
-    """A datetime that must carry its offset: a naive time is refused, never guessed."""
+    """A datetime that must carry its offset: a naive time is refused, never guessed.
+
+    It is read as UTC: PostgreSQL refuses offsets past 15:59 that ISO 8601 allows.
+    """
 
     default_error_messages = {
         "naive": _("Give the time with its time zone (an offset such as +02:00, or Z)."),
+        "range": _("Give a time between the years %(first)d and %(last)d."),
     }
 
     def enforce_timezone(self, value: Any) -> Any:
         if timezone.is_naive(value):
             self.fail("naive")
-        return super().enforce_timezone(value)
+        first, last = YEARS
+        if not first <= value.year <= last:
+            self.fail("range", first=first, last=last)
+        return super().enforce_timezone(value.astimezone(UTC))
+
+
+class Filters(DjangoFilterBackend):
+    """django-filter, its times read as UTC and within ``YEARS`` as ``Aware`` reads them (an
+    offset past 15:59 would reach PostgreSQL, which refuses it with a server error)."""
+
+    def filter_queryset(self, request: Request, queryset: Any, view: Any) -> Any:
+        filterset = self.get_filterset(request, queryset, view)
+        if filterset is None:
+            return queryset
+        if not filterset.is_valid():
+            raise translate_validation(filterset.errors)
+        cleaned = filterset.form.cleaned_data
+        first, last = YEARS
+        message = Aware.default_error_messages["range"] % {"first": first, "last": last}
+        for name, value in cleaned.items():
+            if isinstance(value, datetime) and timezone.is_aware(value):
+                if not first <= value.year <= last:
+                    raise exceptions.ValidationError({name: [message]})
+                cleaned[name] = value.astimezone(UTC)
+        return filterset.qs
 
 
 class Strict(serializers.Serializer[Any]):
@@ -154,13 +203,62 @@ class Strict(serializers.Serializer[Any]):
         return super().to_internal_value(data)
 
 
+PAGE_SIZE = re.compile(r"[0-9]{1,4}")
+
+
+def invalid_cursor() -> exceptions.ValidationError:
+    return exceptions.ValidationError({"cursor": [_("Invalid cursor.")]})
+
+
 class Page(CursorPagination):
-    """Cursor pagination: stable under inserts and cheap at any depth."""
+    """Cursor pagination: stable under inserts and cheap at any depth.
+
+    A malformed ``cursor`` or ``page_size`` is a 400 naming it, as the schema documents: not
+    DRF's 404, a silently ignored value, or (a forged cursor's position) a server error.
+    """
 
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
     ordering = "-pk"
+
+    def get_page_size(self, request: Request) -> int:
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return int(self.page_size)
+        size = int(raw) if PAGE_SIZE.fullmatch(raw) else 0
+        if not 1 <= size <= self.max_page_size:
+            raise exceptions.ValidationError(
+                {
+                    self.page_size_query_param: [
+                        _("Give a whole number from 1 to %(max)d.") % {"max": self.max_page_size}
+                    ]
+                }
+            )
+        return size
+
+    def decode_cursor(self, request: Request) -> Any:
+        try:
+            return super().decode_cursor(request)
+        except exceptions.NotFound as exc:
+            raise invalid_cursor() from exc
+
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except (ValueError, TypeError, DjangoValidationError) as exc:
+            # The cursor's position is compared with the ordering field: a forged one of
+            # another type fails there. Without a cursor it is a bug, not bad input.
+            if request.query_params.get(self.cursor_query_param) is None:
+                raise
+            raise invalid_cursor() from exc
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters: list[dict[str, Any]] = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update(minimum=1, maximum=self.max_page_size)
+        return parameters
 
 
 class IngestThrottle(UserRateThrottle):
@@ -199,7 +297,7 @@ class ApiMixin:
     parser_classes: Any = [JSONParser]
     renderer_classes: Any = [JSONRenderer, BrowsableAPIRenderer]
     throttle_classes: Any = []
-    filter_backends: Any = [DjangoFilterBackend]
+    filter_backends: Any = [Filters]
     pagination_class: Any = Page
     schema: Any = AutoSchema()
 
@@ -231,3 +329,31 @@ class ApiViewSet(ApiMixin, viewsets.GenericViewSet[Any]):
     def schema_only(self) -> bool:
         """Whether the schema generator, not a client, is asking (no request, no user)."""
         return bool(getattr(self, "swagger_fake_view", False))
+
+
+class Missing(ApiView):
+    """Any other path under the API: the API's 404 in its error shape, not the host's page
+    (a malformed id such as ``alerts/0.5/`` matches no route)."""
+
+    pagination_class = None
+    filter_backends: Any = []
+
+    @document(exclude=True)
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        raise exceptions.NotFound()
+
+    @document(exclude=True)
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        raise exceptions.NotFound()
+
+    @document(exclude=True)
+    def put(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        raise exceptions.NotFound()
+
+    @document(exclude=True)
+    def patch(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        raise exceptions.NotFound()
+
+    @document(exclude=True)
+    def delete(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        raise exceptions.NotFound()

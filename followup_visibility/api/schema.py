@@ -22,6 +22,7 @@ SETTINGS: dict[str, Any] = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "followup_visibility.api.schema.document_errors",
+        "followup_visibility.api.schema.require_bodies",
     ],
 }
 
@@ -60,6 +61,33 @@ def document_errors(result: dict[str, Any], generator: Any, request: Any, public
                         "content": {"application/json": {"schema": error}},
                     },
                 )
+    return result
+
+
+def require_bodies(result: dict[str, Any], generator: Any, request: Any, public: bool) -> Any:
+    """Mark a request body required when it cannot be empty: its object has required fields,
+    or each of its alternatives does (drf-spectacular leaves a ``oneOf`` body optional)."""
+    components = result.get("components", {}).get("schemas", {})
+
+    def resolve(schema: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in schema:
+            schema = components.get(str(schema["$ref"]).rsplit("/", 1)[-1], {})
+        return schema
+
+    def needs_fields(schema: dict[str, Any]) -> bool:
+        schema = resolve(schema)
+        alternatives = schema.get("oneOf") or schema.get("anyOf")
+        if alternatives:
+            return all(needs_fields(alternative) for alternative in alternatives)
+        return bool(schema.get("required"))
+
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            body = operation.get("requestBody") if isinstance(operation, dict) else None
+            if body and not body.get("required"):
+                media = body.get("content", {}).values()
+                if media and all(needs_fields(m.get("schema", {})) for m in media):
+                    body["required"] = True
     return result
 
 

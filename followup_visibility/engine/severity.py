@@ -8,6 +8,11 @@ Python, :func:`annotate` in SQL (so lists can filter and order by it); both comp
 
 in floating point, operand for operand, so they agree to the last bit on PostgreSQL and
 SQLite. That is the ratio ``lateness / span x intent_weight < threshold`` without a division.
+
+The default thresholds (``SEVERITY_THRESHOLDS``, 1, 24 and 576 SLA lengths) make the scale
+logarithmic, each level beginning 24 times later than the one before, without a logarithm in
+either form: a queue nobody works holds alerts from minutes to weeks late, and evenly spaced
+thresholds called nearly all of those on the demo critical (docs/escalation.md#severity).
 """
 
 from __future__ import annotations

@@ -242,10 +242,13 @@ def _stored(keys: set[tuple[str, str]]) -> dict[tuple[str, str], Touch]:
         return {}
     # Two IN lists (the unique index serves them) rather than an OR per key, which costs
     # Django more to build than the database to run; pairs that only cross are dropped.
+    # The index is partial (``external_id <> ''``): PostgreSQL proves that from an IN list of
+    # at most 100 values only, so the predicate is spelled out; without it a batch of 500
+    # scanned the whole touch table (430 ms at 1.5M touches, against 28 ms).
     found = Touch.objects.filter(
         source__in={source for source, _id in keys},
         external_id__in={external_id for _source, external_id in keys},
-    )
+    ).exclude(external_id="")
     return {(t.source, t.external_id): t for t in found if (t.source, t.external_id) in keys}
 
 

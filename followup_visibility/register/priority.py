@@ -6,7 +6,9 @@ setting's half-point, approaching 1 beyond. The score is the weighted mean of th
 default, so a hot, valuable lead ranks above an old, cheap one (docs/register.md).
 
 The score is computed in SQL (the ranking covers every row before the first page is cut)
-and again in Python from the same inputs for the shares of the rows shown.
+and again in Python from the same inputs for the shares of the rows shown, operation for
+operation, so the two agree to the last bit. A factor is computed as ``1 - half / (x + half)``,
+which names ``x`` once: in SQL ``x`` may be a subquery (the lateness) that each mention repeats.
 """
 
 from __future__ import annotations
@@ -17,16 +19,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import (
-    Case,
-    DateTimeField,
-    F,
-    FloatField,
-    Value,
-    When,
-)
-from django.db.models.functions import Cast, Coalesce
-from django.db.models.lookups import LessThanOrEqual
+from django.db.models import DateTimeField, ExpressionWrapper, F, FloatField, Value
+from django.db.models.functions import Cast, Coalesce, Greatest
 
 from followup_visibility.conf import app_settings
 from followup_visibility.engine.severity import Micros, duration, micros
@@ -68,37 +62,40 @@ def half_points() -> dict[str, float]:
 
 
 def level(raw: float, half: float) -> float:
-    """``raw / (raw + half)``, 0 for nothing (or less)."""
-    raw = max(raw, 0.0)
-    return raw / (raw + half) if raw > 0 else 0.0
+    """``raw / (raw + half)``, 0 for nothing (or less); as :func:`_level_sql` computes it."""
+    return 1.0 - half / (max(raw, 0.0) + half)
 
 
 def explain(raw: Mapping[str, float]) -> tuple[float, dict[str, Factor]]:
     """The score (0 to 100) and the factors of a row whose raw factor values are ``raw``."""
     w, halves = weights(), half_points()
     levels = {name: level(raw[name], halves[name]) for name in FACTORS}
-    parts = {name: w[name] * levels[name] for name in FACTORS}
-    total = sum(parts.values())
+    # Term for term and in the order :func:`score_expression` adds them, so that the score
+    # shown is the score ranked by, to the last bit.
+    parts = {name: (100 * w[name]) * levels[name] for name in FACTORS}
+    score = 0.0
+    for name in FACTORS:
+        if w[name]:
+            score += parts[name]
     factors = {
         name: Factor(
             name=name,
             raw=raw[name],
             level=levels[name],
             weight=w[name],
-            share=parts[name] / total if total else 0.0,
+            share=parts[name] / score if score else 0.0,
         )
         for name in FACTORS
     }
-    return 100 * total, factors
+    return score, factors
 
 
 # SQL ----------------------------------------------------------------------------------------
 
 
-def _level_sql(raw: Any, half: float) -> Case:
-    return Case(
-        When(LessThanOrEqual(raw, Value(0.0)), then=Value(0.0)),
-        default=raw / (raw + Value(half)),
+def _level_sql(raw: Any, half: float) -> Any:
+    return ExpressionWrapper(
+        Value(1.0) - Value(half) / (Greatest(raw, Value(0.0)) + Value(half)),
         output_field=FloatField(),
     )
 

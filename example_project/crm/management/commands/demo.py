@@ -10,7 +10,9 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import connection, transaction
 from django.db.models import Count
+from django.urls import reverse
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
 from example_project.crm.models import Lead
 from example_project.crm.seed import LOGINS, seed
@@ -83,6 +85,33 @@ def _sees(user: Any) -> str:
         f"{scope} {access.opportunities_for(user).count()} opportunities, "
         f"{alerts.count()} alerts ({active} active), {inbox.count()} notifications"
     )
+
+
+def api_tokens() -> dict[str, str]:
+    """Each demo login's API token, created on the first run and kept on the next ones."""
+    users = get_user_model().objects.filter(username__in=list(LOGINS))
+    keys = {user.username: Token.objects.get_or_create(user=user)[0].key for user in users}
+    return {name: keys[name] for name in LOGINS if name in keys}
+
+
+def api_lines(base: str) -> list[str]:
+    """The demo logins' tokens, one curl that fetches a rep's queue, the schema and reference."""
+    tokens = api_tokens()
+    if not tokens:
+        return []
+    width = max(len(name) for name in tokens)
+    lines = [f"  {name:<{width}}  {key}" for name, key in tokens.items()]
+    if "alex" in tokens:
+        register = base + reverse("followup_visibility_api:register-list")
+        lines.append("alex's queue (the unfollowed register, alex's rows only):")
+        lines.append(f'  curl -H "Authorization: Token {tokens["alex"]}" {register}')
+    schema = base + reverse("followup_visibility_api:schema")
+    page = base + reverse("followup_visibility_api:reference")
+    width = max(len(schema), len(page))
+    lines.append("The API's contract:")
+    lines.append(f"  {schema:<{width}}  the OpenAPI schema")
+    lines.append(f"  {page:<{width}}  the API reference (signed in to the admin, or with a token)")
+    return lines
 
 
 class Command(BaseCommand):
@@ -207,5 +236,8 @@ class Command(BaseCommand):
   {base}/admin/followup_visibility/team/                 teams (US East, EMEA)
   {base}/admin/crm/lead/                                 the host CRM's leads (admin, ops)
 """)
+        self.stdout.write("\nAPI tokens (send one as the header Authorization: Token <key>):")
+        for line in api_lines(base):
+            self.stdout.write(line)
         if connection.vendor == "sqlite":
             self.stdout.write(f"(SQLite file: {settings.DATABASES['default']['NAME']})")
