@@ -167,7 +167,8 @@ def test_severity_filter_matches_each_rows_severity(api: Api, world: World) -> N
 @pytest.mark.parametrize(
     ("query", "field"),
     [
-        ({"team": 987654321}, "team"),
+        ({"team": "east"}, "team"),
+        ({"team": "1.5"}, "team"),
         ({"segment": "warm"}, "segment"),
         ({"reason": "too_late"}, "reason"),
         ({"severity": "urgent"}, "severity"),

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from django.apps import apps
+from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from django.utils import timezone
@@ -112,7 +113,13 @@ def as_drf(exc: DjangoValidationError) -> exceptions.ValidationError:
     """A domain function's ``ValidationError`` as the API's 400 (field messages kept)."""
     if hasattr(exc, "error_dict"):
         return exceptions.ValidationError(
-            {field: [str(m) for m in messages] for field, messages in exc.message_dict.items()}
+            {
+                # Django's key for errors of no one field is "__all__"; DRF's, and ours, not.
+                ("non_field_errors" if field == NON_FIELD_ERRORS else field): [
+                    str(m) for m in messages
+                ]
+                for field, messages in exc.message_dict.items()
+            }
         )
     return exceptions.ValidationError({"non_field_errors": [str(m) for m in exc.messages]})
 
@@ -203,7 +210,7 @@ class Strict(serializers.Serializer[Any]):
         return super().to_internal_value(data)
 
 
-PAGE_SIZE = re.compile(r"[0-9]{1,4}")
+PAGE_SIZE = re.compile(r"0*[1-9][0-9]*")
 
 
 def invalid_cursor() -> exceptions.ValidationError:
@@ -226,16 +233,13 @@ class Page(CursorPagination):
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None:
             return int(self.page_size)
-        size = int(raw) if PAGE_SIZE.fullmatch(raw) else 0
-        if not 1 <= size <= self.max_page_size:
+        if not PAGE_SIZE.fullmatch(raw):
             raise exceptions.ValidationError(
-                {
-                    self.page_size_query_param: [
-                        _("Give a whole number from 1 to %(max)d.") % {"max": self.max_page_size}
-                    ]
-                }
+                {self.page_size_query_param: [_("Give a whole number, 1 or more.")]}
             )
-        return size
+        # More than the most gives the most (docs/api.md); a long number is not parsed.
+        digits = raw.lstrip("0")
+        return self.max_page_size if len(digits) > 9 else min(int(digits), self.max_page_size)
 
     def decode_cursor(self, request: Request) -> Any:
         try:
@@ -257,7 +261,8 @@ class Page(CursorPagination):
         parameters: list[dict[str, Any]] = super().get_schema_operation_parameters(view)
         for parameter in parameters:
             if parameter["name"] == self.page_size_query_param:
-                parameter["schema"].update(minimum=1, maximum=self.max_page_size)
+                parameter["schema"]["minimum"] = 1
+                parameter["description"] = f"Rows per page, at most {self.max_page_size}."
         return parameters
 
 

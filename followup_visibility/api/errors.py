@@ -8,7 +8,7 @@ from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
 DESCRIPTIONS = {
-    400: "Invalid input: `fields` names each field (`items.3.occurred_at` in a batch).",
+    400: "Invalid input: `fields` names each field (`touches.3.occurred_at` in a batch).",
     401: "No credentials, or invalid ones.",
     403: "Signed in, but not allowed to do this.",
     404: "Not found, or not in your scope (the two look the same).",

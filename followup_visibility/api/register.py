@@ -19,15 +19,15 @@ from followup_visibility.api import base
 from followup_visibility.api.errors import responses
 from followup_visibility.choices import Channel, Reason, Severity
 from followup_visibility.engine import teams
-from followup_visibility.models import Segment, Team, TrackedOpportunity
+from followup_visibility.models import Segment, TrackedOpportunity
 from followup_visibility.register import rows as register
 
 SEVERITY_NAMES = {s.name.lower(): s for s in Severity}
 
 
 class RegisterFilter(django_filters.FilterSet):
-    team = django_filters.ModelChoiceFilter(
-        queryset=Team.objects.all(), method="in_team", help_text=_("A team and the teams below it.")
+    team = django_filters.NumberFilter(
+        method="in_team", min_value=1, help_text=_("A team's id: that team and the teams below it.")
     )
     owner = django_filters.NumberFilter(field_name="owner_id")
     unowned = django_filters.BooleanFilter(field_name="owner", lookup_expr="isnull")
@@ -62,8 +62,11 @@ class RegisterFilter(django_filters.FilterSet):
         model = TrackedOpportunity
         fields: list[str] = []
 
-    def in_team(self, queryset: QuerySet[Any], name: str, value: Team) -> QuerySet[Any]:
-        return queryset.filter(team__in=teams.with_subteams([value.pk]))
+    def in_team(self, queryset: QuerySet[Any], name: str, value: Any) -> QuerySet[Any]:
+        if value != int(value):
+            raise ValidationError({"team": [_("Give a team's id.")]})
+        # An unknown team lists nothing, as a team out of scope does: ids are not revealed.
+        return queryset.filter(team__in=teams.with_subteams([int(value)]))
 
     def with_reason(self, queryset: QuerySet[Any], name: str, value: list[str]) -> QuerySet[Any]:
         return register.with_reason(queryset, value) if value else queryset
@@ -156,6 +159,17 @@ class RowSerializer(serializers.Serializer[Any]):
     score = serializers.FloatField(help_text=_("Priority, 0 to 100."))
     shares = serializers.SerializerMethodField()
     alerts = RowAlertSerializer(many=True)
+    factors = serializers.DictField(
+        child=FactorSerializer(),
+        required=False,
+        help_text=_("With ?explain: each factor's raw value, level, weight and share."),
+    )
+
+    def to_representation(self, instance: Any) -> Any:
+        data = super().to_representation(instance)
+        if not self.context.get("explain"):
+            data.pop("factors", None)
+        return data
 
     def get_age_business_hours(self, row: register.Row) -> float:
         return round(row.age / timedelta(hours=1), 2)
@@ -165,10 +179,6 @@ class RowSerializer(serializers.Serializer[Any]):
 
     def get_shares(self, row: register.Row) -> dict[str, float]:
         return {name: round(f.share, 4) for name, f in row.factors.items()}
-
-
-class ExplainedRowSerializer(RowSerializer):
-    factors = serializers.DictField(child=FactorSerializer())
 
 
 class RegisterViewSet(base.ApiViewSet):
@@ -200,12 +210,12 @@ class RegisterViewSet(base.ApiViewSet):
                 "explain", OpenApiTypes.BOOL, description="Add each factor's raw value and level."
             ),
         ],
-        responses={200: ExplainedRowSerializer(many=True), **responses(400, 401)},
+        responses={200: RowSerializer(many=True), **responses(400, 401)},
     )
     def list(self, request: Request) -> Response:
         queryset = self.filter_queryset(self.get_queryset())
         page = self.paginate_queryset(queryset)
         assert page is not None
-        serializer = ExplainedRowSerializer if self._explain() else RowSerializer
-        data = serializer(register.rows(page, self.now), many=True).data
+        rows = register.rows(page, self.now)
+        data = RowSerializer(rows, many=True, context={"explain": self._explain()}).data
         return self.get_paginated_response(data)

@@ -19,6 +19,15 @@ SETTINGS: dict[str, Any] = {
     "metrics. Errors share one shape (see docs/api.md).",
     "VERSION": "1",
     "COMPONENT_SPLIT_REQUEST": True,
+    # One name per choice set, whatever the field that carries it is called.
+    "ENUM_NAME_OVERRIDES": {
+        "AlertStatusEnum": "followup_visibility.choices.AlertStatus",
+        "OpportunityStatusEnum": "followup_visibility.choices.Status",
+        "AlertSignalEnum": "followup_visibility.choices.AlertSignal",
+        "SnoozeConditionEnum": "followup_visibility.choices.SnoozeCondition",
+        "ChannelEnum": "followup_visibility.choices.Channel",
+        "ReasonEnum": "followup_visibility.choices.Reason",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "followup_visibility.api.schema.document_errors",
