@@ -100,7 +100,7 @@ def seed_opportunities(n: int, t0: datetime) -> int:
             content_type_id, object_pk, title, stage, status, close_reason, arrived_at,
             team_key, team_id, segment_hints, segment_code, segment_source, owner_id,
             owner_confirmed_at, next_action_note, snapshot_digest, stalled_reason, tenant,
-            created_at, updated_at
+            arrival_channel, created_at, updated_at
         )
         SELECT %(ct)s, g::text, 'Lead ' || g,
                (ARRAY['', 'new', 'qualification', 'proposal', 'negotiation'])[1 + g %% 5],
@@ -109,7 +109,7 @@ def seed_opportunities(n: int, t0: datetime) -> int:
                '{{}}'::jsonb, '', '',
                CASE WHEN g %% 10 <> 0 THEN (%(reps)s::int[])[1 + (g * 7) %% %(n_reps)s] END,
                CASE WHEN g %% 10 <> 0 THEN a.arrived_at + interval '1 hour' END,
-               '', '', '', '', a.arrived_at, a.arrived_at
+               '', '', '', '', '', a.arrived_at, a.arrived_at
         FROM generate_series(1, %(n)s) g
         CROSS JOIN LATERAL (
             SELECT %(t0)s - random() * interval '42 days' + g * interval '0' AS arrived_at
