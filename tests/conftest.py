@@ -81,6 +81,18 @@ def is_postgres() -> bool:
     return connection.vendor == "postgresql"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Transactional tests end with a flush, which empties the rows our data migrations made
+    (the company's default calendar and policies): restore them from the serialized test
+    database afterwards, so that a test running later on the same database (in any order, or
+    in the same pytest-xdist worker) still finds them."""
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        if marker is not None and marker.kwargs.get("transaction"):
+            kwargs = {**marker.kwargs, "serialized_rollback": True}
+            item.add_marker(pytest.mark.django_db(*marker.args, **kwargs), append=False)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """In CI (``FOLLOWUP_REQUIRE_SERVICES=1``) an integration test may not skip silently."""

@@ -63,7 +63,7 @@ def test_the_page_loads_nothing_from_elsewhere_and_runs_no_script(page):
     assert "https://" not in page and "http://" not in page
 
 
-def test_an_anonymous_caller_gets_401_and_how_to_sign_in(api):
+def test_an_anonymous_caller_gets_401_and_how_to_sign_in(api, db):
     response = api().get(reverse("followup_visibility_api:reference"))
     assert response.status_code == 401
     assert "sign in" in response.content.decode()
