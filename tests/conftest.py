@@ -6,11 +6,15 @@ import itertools
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from importlib import import_module
 from typing import Any
 
 import pytest
+from django.apps import apps as django_apps
 from django.contrib.auth import get_user_model
+from django.contrib.contenttypes.models import ContentType
 from django.db import connection
+from pytest_django.plugin import blocking_manager_key
 from rest_framework.test import APIClient
 
 from example_project.crm.models import Deal, Lead
@@ -81,16 +85,29 @@ def is_postgres() -> bool:
     return connection.vendor == "postgresql"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Transactional tests end with a flush, which empties the rows our data migrations made
-    (the company's default calendar and policies): restore them from the serialized test
-    database afterwards, so that a test running later on the same database (in any order, or
-    in the same pytest-xdist worker) still finds them."""
-    for item in items:
-        marker = item.get_closest_marker("django_db")
-        if marker is not None and marker.kwargs.get("transaction"):
-            kwargs = {**marker.kwargs, "serialized_rollback": True}
-            item.add_marker(pytest.mark.django_db(*marker.args, **kwargs), append=False)
+#: The data migrations whose rows a flush empties: the company's default calendar and SLA
+#: policy, the default escalation policy and inhibition rule.
+MIGRATION_ROWS = (
+    ("0003_company_defaults", "create_defaults"),
+    ("0006_default_escalation_policy", "create"),
+)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    """A transactional test ends with a flush, which empties the data migrations' rows: put
+    them back for the tests that run after it on this database. Run alone, pytest-django
+    orders transactional tests last; under pytest-xdist a worker takes whole files, in any
+    order, so a test reading the company's defaults may come after a flush."""
+    result = yield
+    marker = item.get_closest_marker("django_db")
+    if marker is not None and marker.kwargs.get("transaction"):
+        with item.config.stash[blocking_manager_key].unblock():
+            ContentType.objects.clear_cache()
+            for name, function in MIGRATION_ROWS:
+                migration = import_module(f"followup_visibility.migrations.{name}")
+                getattr(migration, function)(django_apps, None)
+    return result
 
 
 @pytest.hookimpl(wrapper=True)

@@ -9,6 +9,7 @@ a critical ``no_owner``. Every request runs with the clock frozen at ``NOW``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -27,6 +28,7 @@ from django.urls import reverse
 from example_project.crm.models import Lead
 from followup_visibility.adapters import OpportunityAdapter
 from followup_visibility.alerting import lifecycle, sweep
+from followup_visibility.api import reference
 from followup_visibility.choices import AlertSignal, AlertStatus
 from followup_visibility.config import policies
 from followup_visibility.engine.access import SEE_ALL_PERMISSION
@@ -386,6 +388,55 @@ def test_pages_walk_the_ranking_both_ways_in_constant_queries(
     assert queries(1) == queries(20)
 
 
+# What every endpoint shares ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    """The OpenAPI document (generated once: it takes about a second)."""
+    return reference.generate(None, url().removesuffix("/alerts/"))  # type: ignore[arg-type]
+
+
+def test_every_operation_refuses_an_unknown_query_parameter(
+    world: World, api: Callable[..., Any], document: dict[str, Any]
+) -> None:
+    """``?serverity=high`` is a 400 naming it on every operation, before anything is read or
+    written (a typo must not widen a list silently); each parameter the schema documents for
+    the operation, and ``format``, is accepted (whatever its value then makes of it)."""
+    client, before = api(get_user_model().objects.create_superuser("root")), state()
+    prefix = url().removesuffix("/alerts/")
+    checked = 0
+    for path, item in document["paths"].items():
+        target = prefix + re.sub(r"\{[^}]+\}", str(world.opp("a").pk), path)
+        for method, operation in item.items():
+            documented = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+            query = "".join(f"{name}=x&" for name in sorted(documented))
+            response = client.generic(method.upper(), f"{target}?{query}format=json&serverity=high")
+            assert response.status_code == 400, (method, path, response.content)
+            # Alone: each documented one (given "x") was accepted, as its check comes first.
+            assert response.json()["fields"] == {"serverity": ["Unknown parameter."]}, path
+            checked += 1
+    assert checked >= 30
+    assert state() == before
+    # The register reads ``ordering`` and ``explain`` besides its filters and pages.
+    listed = client.get(prefix + "/register/?ordering=value&explain=1&page_size=5&format=json")
+    assert listed.status_code == 200, listed.json()
+    paged = client.get(url(), {"cursor": "x", "page_size": "1", "severity": "high"})
+    assert list(paged.json()["fields"]) == ["cursor"]  # read, and refused as a bad cursor
+
+
+def test_options_on_an_unknown_path_is_the_json_404(world: World, api: Callable[..., Any]) -> None:
+    client = api(world.users["alex"])
+    prefix = url().removesuffix("/alerts/")
+    for method in ("OPTIONS", "GET", "POST", "TRACE"):
+        for path in ("/nope/", "/alerts/0.5/"):
+            response = client.generic(method, prefix + path)
+            assert (method, response.status_code) == (method, 404)
+            assert response.json() == {"status": 404, "code": "not_found", "detail": "Not found."}
+    assert api().options(prefix + "/nope/").status_code == 401
+    assert client.options(url()).status_code == 200  # a known path keeps its metadata
+
+
 # Actions ---------------------------------------------------------------------------------------
 
 #: The permissions each action asks for, besides being signed in and active.
@@ -480,6 +531,52 @@ def test_input_refusals_are_400_and_write_nothing(world: World, api: Callable[..
         response = client.post(url(alert.pk, action), body, format="json")
         assert field in refused_fields(response), (action, body, response.json())
     assert refused_fields(client.post(url(alert.pk, "dismiss"), [], format="json"))
+    assert state() == before
+
+
+def test_json_values_of_another_type_are_refused(world: World, api: Callable[..., Any]) -> None:
+    """An id as text, a duration as a number, text as a number: 400 on the field, never
+    converted (docs/api.md: bodies are read as their JSON types)."""
+    client, alert, before = api(world.users["maria"]), world.alert("u", NO_OWNER), state()
+    maria = world.users["maria"].pk
+    cases = [
+        ("reassign", {"owner": str(maria)}, "owner"),
+        ("reassign", {"owner": float(maria)}, "owner"),
+        ("snooze", {"for": 14400, "reason": "x"}, "for"),
+        ("snooze", {"for": "PT4H", "reason": 42}, "reason"),
+        ("dismiss", {"reason": 42}, "reason"),
+        ("resolve", {"evidence": 4.5}, "evidence"),
+        ("suppress", {"comment": 42}, "comment"),
+    ]
+    for action, body, field in cases:
+        response = client.post(url(alert.pk, action), body, format="json")
+        assert refused_fields(response) == {field}, (action, body, response.json())
+    bulk = [
+        ({"action": "acknowledge", "ids": [str(alert.pk)]}, "ids.0"),
+        ({"action": "acknowledge", "ids": [float(alert.pk)]}, "ids.0"),
+        ({"action": "acknowledge", "filter": {"team": str(world.east.pk)}}, "filter.team"),
+        ({"action": "acknowledge", "filter": {"segment": 7}}, "filter.segment"),
+        ({"action": "reassign", "owner": str(maria), "ids": [alert.pk]}, "owner"),
+        ({"action": "snooze", "for": 14400, "reason": "x", "ids": [alert.pk]}, "for"),
+    ]
+    for body, field in bulk:
+        response = client.post(BULK, body, format="json")
+        assert refused_fields(response) == {field}, (body, response.json())
+    assert state() == before
+    # The same values with their JSON types are taken.
+    done = client.post(url(alert.pk, "reassign"), {"owner": maria}, format="json")
+    assert done.status_code == 200, done.json()
+
+
+def test_a_time_outside_the_years_names_them(world: World, api: Callable[..., Any]) -> None:
+    client, alert, before = api(world.users["maria"]), world.alert("a", NFR), state()
+    message = ["Give a time between the years 1900 and 9998."]
+    body = {"until": "9999-03-03T09:00:00Z", "reason": "x"}
+    response = client.post(url(alert.pk, "snooze"), body, format="json")
+    assert refused_fields(response) == {"until"}
+    assert response.json()["fields"]["until"] == message
+    response = client.get(url(), {"due_before": "1899-12-31T00:00:00Z"})
+    assert response.json()["fields"] == {"due_before": message}
     assert state() == before
 
 
@@ -726,13 +823,16 @@ def test_bulk_over_the_limit_is_413(world: World, api: Callable[..., Any], setti
     settings.FOLLOWUP_VISIBILITY_API_MAX_BATCH = 2
     client, before = api(world.users["ops"]), state()
     three = [world.alert(name, NFR).pk for name in "abc"]
-    for body in [
-        {"action": "acknowledge", "ids": three},
-        {"action": "acknowledge", "filter": {"signal": [NFR]}},  # four match
+    for body, detail in [
+        ({"action": "acknowledge", "ids": three}, "3 ids: at most 2 in one request."),
+        (
+            {"action": "acknowledge", "filter": {"signal": [NFR]}},  # four match
+            "The filter matches more than 2 alerts: at most 2 in one request.",
+        ),
     ]:
         response = client.post(BULK, body, format="json")
         assert response.status_code == 413
-        assert response.json()["code"] == "too_large"
+        assert response.json() == {"status": 413, "code": "too_large", "detail": detail}
         assert state() == before
     response = client.post(BULK, {"action": "acknowledge", "ids": three[:2]}, format="json")
     assert [r["result"] for r in response.json()["results"]] == ["done", "done"]

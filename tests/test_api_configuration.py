@@ -394,6 +394,13 @@ def test_ending_is_refused_without_permission_out_of_scope_or_when_not_active(
         "ends_at": ["This suppression has already ended."]
     }
     assert "ends_at" in fields(as_("ops").post(url.format(world.rules["scheduled"])))
+    # It takes no body: a field is refused, not ignored.
+    assert fields(as_("maria").post(url.format(world.rules["maria"]), {"x": 1}, format="json")) == {
+        "x": ["Unknown field."]
+    }
+    assert "non_field_errors" in fields(
+        as_("maria").post(url.format(world.rules["maria"]), [], format="json")
+    )
     assert census() == before
 
 

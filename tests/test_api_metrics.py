@@ -175,6 +175,8 @@ def test_bad_parameters_are_400(
     body = response.json()
     assert (body["status"], body["code"]) == (400, "invalid")
     assert list(body["fields"]) == [field]
+    if field == "sinse":
+        assert body["fields"] == {"sinse": ["Unknown parameter."]}  # as on every endpoint
 
 
 @pytest.mark.parametrize("name", ENDPOINTS)
@@ -219,6 +221,8 @@ def test_query_counts_do_not_grow_with_the_data(
         ),
     )
     sweep.sweep(NOW, full=True)
+    for name in ENDPOINTS:
+        get(client, name, LATER)  # the new rows may have moved the caches' token: warm again
     overdue = get(client, "overdue", NOW).json()
     assert overdue["opportunities"] >= 10 and len(overdue["by_owner"]) >= 6
     large = {
@@ -227,8 +231,15 @@ def test_query_counts_do_not_grow_with_the_data(
         "logging-lag": count(client, "logging-lag", LATER, since=iso(ny(1, 0))),
     }
     assert large == small
-    # Four to authenticate (session, user, the see-all permission's two), then the metric's:
-    # seven grouped queries (with the owners' names); the period's arrivals and five of the
-    # policies and calendars; three grouped queries of touches and the actors' names.
-    assert small == {"overdue": 4 + 7, "first-response": 4 + 6, "logging-lag": 4 + 4}
+    # A read's transaction (a savepoint and its release here, inside the test's transaction,
+    # and PostgreSQL's JIT switched off), four to authenticate (session, user, the see-all
+    # permission's two), then the metric's: seven grouped queries (with the owners' names);
+    # the period's arrivals and five of the policies and calendars; three grouped queries of
+    # touches and the actors' names.
+    read = 3 if connection.vendor == "postgresql" else 2
+    assert small == {
+        "overdue": read + 4 + 7,
+        "first-response": read + 4 + 6,
+        "logging-lag": read + 4 + 4,
+    }
     assert len(more) == 4

@@ -211,8 +211,14 @@ def test_bad_input_is_a_field_error_and_marks_nothing(
 @override_settings(FOLLOWUP_VISIBILITY_API_MAX_BATCH=3)
 def test_too_many_ids_is_413_and_marks_nothing(world: World, as_: Any) -> None:
     before = read_state()
-    response = as_("alex").post(MARK, {"ids": inbox_of(world, "alex")}, format="json")
-    assert (response.status_code, response.json()["code"]) == (413, "too_large")
+    asked = inbox_of(world, "alex")
+    response = as_("alex").post(MARK, {"ids": asked}, format="json")
+    assert response.status_code == 413
+    assert response.json() == {
+        "status": 413,
+        "code": "too_large",
+        "detail": f"{len(asked)} ids: at most 3 in one request.",
+    }
     assert read_state() == before
 
 

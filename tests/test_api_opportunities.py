@@ -303,6 +303,7 @@ def test_a_next_action_is_scheduled_and_recorded_in_the_history(
         ("manager", {"due_at": "2026-03-01T10:00:00+00:00"}, 400),  # the past
         ("manager", {"due_at": "2026-03-05T10:00:00"}, 400),  # naive
         ("manager", {"due_at": "2026-03-05T10:00:00+00:00", "by": "me"}, 400),
+        ("manager", {"due_at": "2026-03-05T10:00:00+00:00", "note": 42}, 400),  # not text
     ],
 )
 def test_a_refused_next_action_writes_nothing(
@@ -382,6 +383,8 @@ def test_a_merge_folds_the_duplicate_into_the_opportunity(world: World, api: Cal
         ("manager", "acme", "missing", 404),
         ("manager", "acme", "acme", 400),  # into itself
         ("manager", "acme", None, 400),  # which?
+        ("manager", "acme", "again as text", 400),  # an id is a number, not "13"
+        ("manager", "acme", "again as a float", 400),
     ],
 )
 def test_a_refused_merge_writes_nothing(
@@ -393,6 +396,7 @@ def test_a_refused_merge_writes_nothing(
     code: int,
 ):
     keys = {"acme": world.acme, "again": world.again, "globex": world.globex, "missing": MISSING}
+    keys.update({"again as text": str(world.again), "again as a float": float(world.again)})
     body = {} if duplicate is None else {"duplicate": keys[duplicate]}
     before = {o.pk: (o.status, o.merged_into_id) for o in TrackedOpportunity.objects.all()}
 

@@ -275,6 +275,33 @@ def test_bad_input_is_400_naming_the_field(
     assert not Touch.objects.exists()
 
 
+def test_json_values_of_another_type_are_refused(world: World, api: Callable[..., Any]):
+    """An id as text or as a float, text as a number: 400 on the field, never converted (a
+    number ``external_id`` would be stored as text, and match its repeats by accident)."""
+    opp, rep = world.opp(world.mine).pk, world.rep.pk
+    cases = [
+        ({"opportunity": str(opp)}, "opportunity"),
+        ({"opportunity": float(opp)}, "opportunity"),
+        ({"actor": str(rep)}, "actor"),
+        ({"summary": 42}, "summary"),
+        ({"external_id": 123}, "external_id"),
+        ({"source": 7}, "source"),
+        ({"phone": 2125550142}, "phone"),
+        ({"opportunity": None, "object": {"model": "crm.lead", "pk": world.mine.pk}}, "object.pk"),
+    ]
+    client = api(world.manager)
+    for change, field in cases:
+        body = {k: v for k, v in {**payload(opportunity=opp), **change}.items() if v is not None}
+        response = post(client, body)
+        assert response.status_code == 400, (change, response.json())
+        assert list(response.json()["fields"]) == [field], change
+        batch = post(client, {"touches": [payload(opportunity=opp, external_id="ok"), body]})
+        assert list(batch.json()["fields"]) == [f"touches.1.{field}"], change
+    assert not Touch.objects.exists()
+    taken = post(client, payload(opportunity=opp, actor=rep, external_id="123"))
+    assert taken.status_code == 201, taken.json()
+
+
 def test_a_touch_without_a_target_is_400(world: World, api: Callable[..., Any]):
     response = post(api(world.rep), payload())
     assert response.status_code == 400

@@ -9,18 +9,19 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from django.apps import apps
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
 from django.http import Http404
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django_filters.rest_framework import DjangoFilterBackend
 from django_filters.utils import translate_validation
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.authentication import (
     BaseAuthentication,
@@ -33,9 +34,11 @@ from rest_framework.permissions import BasePermission
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView, exception_handler
 
+from followup_visibility.alerting import sql
 from followup_visibility.conf import app_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -165,7 +168,8 @@ class Aware(serializers.DateTimeField):
 
     default_error_messages = {
         "naive": _("Give the time with its time zone (an offset such as +02:00, or Z)."),
-        "range": _("Give a time between the years %(first)d and %(last)d."),
+        # DRF's ``fail()`` fills ``{name}`` placeholders (str.format), not ``%(name)d``.
+        "range": _("Give a time between the years {first} and {last}."),
     }
 
     def enforce_timezone(self, value: Any) -> Any:
@@ -189,7 +193,7 @@ class Filters(DjangoFilterBackend):
             raise translate_validation(filterset.errors)
         cleaned = filterset.form.cleaned_data
         first, last = YEARS
-        message = Aware.default_error_messages["range"] % {"first": first, "last": last}
+        message = Aware.default_error_messages["range"].format(first=first, last=last)
         for name, value in cleaned.items():
             if isinstance(value, datetime) and timezone.is_aware(value):
                 if not first <= value.year <= last:
@@ -257,6 +261,12 @@ class Page(CursorPagination):
                 raise
             raise invalid_cursor() from exc
 
+    @property
+    def query_parameters(self) -> frozenset[str]:
+        """The query parameters a page reads."""
+        names = (self.cursor_query_param, self.page_size_query_param)
+        return frozenset(name for name in names if name)
+
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
         parameters: list[dict[str, Any]] = super().get_schema_operation_parameters(view)
         for parameter in parameters:
@@ -289,9 +299,28 @@ def document(**kwargs: Any) -> Callable[[F], F]:
     def decorator(function: F) -> F:
         if not hasattr(function, "schema"):
             function.schema = AutoSchema  # type: ignore[attr-defined]
+        parameters = kwargs.get("parameters") or []
+        function.fv_parameters = [  # type: ignore[attr-defined]
+            *getattr(function, "fv_parameters", []),
+            *parameters,
+        ]
         return extend_schema(**kwargs)(function)
 
     return decorator
+
+
+def documented_query(method: Any) -> set[str]:
+    """The query parameters a view method declares with ``document(parameters=...)``: each
+    ``OpenApiParameter`` in the query, and each field of a serializer given there."""
+    names: set[str] = set()
+    for parameter in getattr(method, "fv_parameters", ()):
+        if isinstance(parameter, OpenApiParameter):
+            if parameter.location == OpenApiParameter.QUERY and not parameter.exclude:
+                names.add(parameter.name)
+        else:
+            serializer = parameter() if isinstance(parameter, type) else parameter
+            names.update(serializer.fields)
+    return names
 
 
 class ApiMixin:
@@ -312,6 +341,16 @@ class ApiMixin:
     def get_exception_handler(self) -> Any:
         return handle_exception
 
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        if request.method not in ("GET", "HEAD"):
+            return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+        # A read in one transaction with PostgreSQL's JIT off: the register's and the alert
+        # list's statements look expensive to the planner, which then spent seconds compiling
+        # them (measured at 1M opportunities, docs/performance.md) for work it does in less.
+        with transaction.atomic():
+            sql.no_jit()
+            return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+
 
 class ApiView(ApiMixin, APIView):
     """Base of the API's plain views."""
@@ -322,9 +361,35 @@ class ApiViewSet(ApiMixin, viewsets.GenericViewSet[Any]):
     of the caller's scope answers 404 like a missing one. ``request.fv_now`` is the request's
     moment: every domain call of one request uses the same ``now``."""
 
+    #: Query parameters the view reads besides those ``accepted_query`` finds on its own.
+    query_parameters: ClassVar[frozenset[str]] = frozenset()
+
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         request.fv_now = timezone.now()  # type: ignore[attr-defined]
         super().initial(request, *args, **kwargs)
+        # After authentication and permissions (401 and 403 first), before anything is read:
+        # a mistyped filter ignored would widen a list, one a bulk action may then be aimed at.
+        unknown = set(request.query_params) - self.accepted_query(request)
+        if unknown:
+            raise exceptions.ValidationError(
+                {name: [_("Unknown parameter.")] for name in sorted(unknown)}
+            )
+
+    def accepted_query(self, request: Request) -> set[str]:
+        """The query parameters this request may carry: ``format`` (the renderer), the view's
+        ``query_parameters``, those its method documents (``document(parameters=...)``), and
+        on a list (a read other than ``retrieve``) its filterset's filters and its pages'."""
+        names = set(self.query_parameters)
+        if api_settings.URL_FORMAT_OVERRIDE:
+            names.add(api_settings.URL_FORMAT_OVERRIDE)
+        names |= documented_query(getattr(self, (request.method or "").lower(), None))
+        if request.method in ("GET", "HEAD") and self.action != "retrieve":
+            filterset = getattr(self, "filterset_class", None)
+            backends = self.filter_backends
+            if filterset is not None and any(issubclass(b, DjangoFilterBackend) for b in backends):
+                names |= set(filterset.base_filters)
+            names |= getattr(self.paginator, "query_parameters", frozenset())
+        return names
 
     @property
     def now(self) -> Any:
@@ -362,3 +427,10 @@ class Missing(ApiView):
     @document(exclude=True)
     def delete(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         raise exceptions.NotFound()
+
+    @document(exclude=True)
+    def options(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+        raise exceptions.NotFound()  # not the metadata of a view that is not there
+
+    def http_method_not_allowed(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+        raise exceptions.NotFound()  # any other method (TRACE): no such path either

@@ -18,13 +18,10 @@ from rest_framework.response import Response
 
 from followup_visibility.api import base
 from followup_visibility.api.errors import responses
-from followup_visibility.choices import Channel, Reason, Severity
+from followup_visibility.api.fields import SEVERITY_NAMES
+from followup_visibility.choices import Channel, Reason
 from followup_visibility.models import TrackedOpportunity
 from followup_visibility.register import metrics
-
-#: Severity by name, as the alerts' ``severity`` names it (one enum in the schema).
-SEVERITY_NAMES = [s.name.lower() for s in Severity]
-
 
 # Requests --------------------------------------------------------------------------------------
 
@@ -80,7 +77,7 @@ class MetricsCountSerializer(serializers.Serializer[Any]):
 class MetricsSeverityCountSerializer(MetricsCountSerializer):
     severity = serializers.ChoiceField(
         source="key",
-        choices=SEVERITY_NAMES,
+        choices=list(SEVERITY_NAMES),
         allow_null=True,
         help_text=_("Null only for alerts not yet due at the time read."),
     )

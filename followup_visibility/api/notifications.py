@@ -16,13 +16,8 @@ from rest_framework.response import Response
 
 from followup_visibility.alerting import notifications
 from followup_visibility.api import base
-from followup_visibility.api.configuration import (
-    KEY,
-    JsonBoolean,
-    JsonInteger,
-    StrictBooleanFilter,
-)
 from followup_visibility.api.errors import responses
+from followup_visibility.api.fields import KEY, JsonBoolean, JsonInteger, StrictBooleanFilter
 from followup_visibility.choices import NotificationKind
 from followup_visibility.conf import app_settings
 from followup_visibility.models import Notification
@@ -118,8 +113,11 @@ class NotificationViewSet(base.ApiViewSet):
     def mark_read(self, request: Request) -> Response:
         data = request.data
         ids = data.get("ids") if isinstance(data, Mapping) else None
-        if isinstance(ids, list) and len(ids) > app_settings.API_MAX_BATCH:
-            raise base.PayloadTooLarge()
+        limit = app_settings.API_MAX_BATCH
+        if isinstance(ids, list) and len(ids) > limit:
+            raise base.PayloadTooLarge(
+                _("%(n)d ids: at most %(max)d in one request.") % {"n": len(ids), "max": limit}
+            )
         form = MarkRead(data=data)
         form.is_valid(raise_exception=True)
         inbox = notifications.inbox(request.user)

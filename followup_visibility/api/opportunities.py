@@ -20,9 +20,9 @@ from rest_framework.response import Response
 
 from followup_visibility.api import base
 from followup_visibility.api.errors import responses
+from followup_visibility.api.fields import MAX_KEY, JsonInteger, JsonString, severity_name
 from followup_visibility.api.register import Named, OwnerSerializer, SegmentSerializer
-from followup_visibility.api.touches import (
-    MAX_KEY,
+from followup_visibility.api.touches.timeline import (
     Oldest,
     TimelineTouchSerializer,
     timeline_response,
@@ -33,7 +33,6 @@ from followup_visibility.choices import (
     AlertStatus,
     Channel,
     SegmentSource,
-    Severity,
     Status,
 )
 from followup_visibility.engine import access, severity, teams
@@ -124,7 +123,7 @@ class OpportunityAlertSerializer(serializers.Serializer[Alert]):
     escalation_level = serializers.IntegerField()
 
     def get_severity(self, alert: Any) -> str | None:
-        return Severity(alert.severity).name.lower() if alert.severity else None
+        return severity_name(alert.severity)
 
 
 class StandingSerializer(serializers.Serializer[Any]):
@@ -201,17 +200,17 @@ class HistoryRecordSerializer(serializers.Serializer[Any]):
 class MergeInputSerializer(base.Strict):
     """Which opportunity to fold into this one, and why."""
 
-    duplicate = serializers.IntegerField(
+    duplicate = JsonInteger(
         min_value=1, max_value=MAX_KEY, help_text=_("The opportunity folded into this one.")
     )
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    reason = JsonString(required=False, allow_blank=True, max_length=100)
 
 
 class NextActionInputSerializer(base.Strict):
     """The next step: when, and what."""
 
     due_at = base.Aware(help_text=_("In the future, with its offset."))
-    note = serializers.CharField(required=False, allow_blank=True, max_length=255, default="")
+    note = JsonString(required=False, allow_blank=True, max_length=255, default="")
 
 
 class Newest(base.Page):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import django_filters
@@ -17,23 +17,21 @@ from rest_framework.response import Response
 
 from followup_visibility.api import base
 from followup_visibility.api.errors import responses
-from followup_visibility.choices import Channel, Reason, Severity
+from followup_visibility.api.fields import SEVERITY_NAMES, severity_name
+from followup_visibility.api.filters import AtLeastZero, AwareDateTimeFilter, CodeFilter, KeyFilter
+from followup_visibility.api.pagination import Keyset
+from followup_visibility.choices import Channel, Reason
 from followup_visibility.engine import teams
-from followup_visibility.models import Segment, TrackedOpportunity
+from followup_visibility.models import TrackedOpportunity
+from followup_visibility.register import priority
 from followup_visibility.register import rows as register
-
-SEVERITY_NAMES = {s.name.lower(): s for s in Severity}
 
 
 class RegisterFilter(django_filters.FilterSet):
-    team = django_filters.NumberFilter(
-        method="in_team", min_value=1, help_text=_("A team's id: that team and the teams below it.")
-    )
-    owner = django_filters.NumberFilter(field_name="owner_id")
+    team = KeyFilter(method="in_team", help_text=_("A team's id: it and the teams below it."))
+    owner = KeyFilter(field_name="owner_id", help_text=_("A user's id."))
     unowned = django_filters.BooleanFilter(field_name="owner", lookup_expr="isnull")
-    segment = django_filters.ModelChoiceFilter(
-        queryset=Segment.objects.all(), to_field_name="code", field_name="segment"
-    )
+    segment = CodeFilter(field_name="segment__code", help_text=_("A segment's code."))
     reason = django_filters.MultipleChoiceFilter(choices=Reason.choices, method="with_reason")
     severity = django_filters.MultipleChoiceFilter(
         choices=[(name, name) for name in SEVERITY_NAMES], method="with_severity"
@@ -43,18 +41,17 @@ class RegisterFilter(django_filters.FilterSet):
     )
     value_min = django_filters.NumberFilter(field_name="value", lookup_expr="gte")
     value_max = django_filters.NumberFilter(field_name="value", lookup_expr="lte")
-    arrived_after = django_filters.IsoDateTimeFilter(field_name="arrived_at", lookup_expr="gte")
-    arrived_before = django_filters.IsoDateTimeFilter(field_name="arrived_at", lookup_expr="lt")
-    age_min_days = django_filters.NumberFilter(
-        method="older_than", min_value=0, help_text=_("Arrived at least this many days ago.")
+    arrived_after = AwareDateTimeFilter(field_name="arrived_at", lookup_expr="gte")
+    arrived_before = AwareDateTimeFilter(field_name="arrived_at", lookup_expr="lt")
+    age_min_days = AtLeastZero(
+        method="older_than", help_text=_("Arrived at least this many days ago.")
     )
-    age_max_days = django_filters.NumberFilter(
-        method="younger_than", min_value=0, help_text=_("Arrived at most this many days ago.")
+    age_max_days = AtLeastZero(
+        method="younger_than", help_text=_("Arrived at most this many days ago.")
     )
-    lateness_min = django_filters.NumberFilter(
+    lateness_min = AtLeastZero(
         field_name="fv_lateness",
         lookup_expr="gte",
-        min_value=0,
         help_text=_("Late by at least this many lengths of the SLA."),
     )
 
@@ -62,11 +59,9 @@ class RegisterFilter(django_filters.FilterSet):
         model = TrackedOpportunity
         fields: list[str] = []
 
-    def in_team(self, queryset: QuerySet[Any], name: str, value: Any) -> QuerySet[Any]:
-        if value != int(value):
-            raise ValidationError({"team": [_("Give a team's id.")]})
+    def in_team(self, queryset: QuerySet[Any], name: str, value: int) -> QuerySet[Any]:
         # An unknown team lists nothing, as a team out of scope does: ids are not revealed.
-        return queryset.filter(team__in=teams.with_subteams([int(value)]))
+        return queryset.filter(team__in=teams.with_subteams([value]))
 
     def with_reason(self, queryset: QuerySet[Any], name: str, value: list[str]) -> QuerySet[Any]:
         return register.with_reason(queryset, value) if value else queryset
@@ -79,14 +74,28 @@ class RegisterFilter(django_filters.FilterSet):
         )
 
     def older_than(self, queryset: QuerySet[Any], name: str, value: Any) -> QuerySet[Any]:
-        return queryset.filter(arrived_at__lte=self.request.fv_now - timedelta(days=float(value)))
+        cutoff = self._days_ago(value)
+        return queryset.none() if cutoff is None else queryset.filter(arrived_at__lte=cutoff)
 
     def younger_than(self, queryset: QuerySet[Any], name: str, value: Any) -> QuerySet[Any]:
-        return queryset.filter(arrived_at__gte=self.request.fv_now - timedelta(days=float(value)))
+        cutoff = self._days_ago(value)
+        return queryset if cutoff is None else queryset.filter(arrived_at__gte=cutoff)
+
+    def _days_ago(self, days: Any) -> datetime | None:
+        """``days`` before the request's moment (a cursor's, so that later pages filter as
+        the first did); ``None`` before the calendar's first day."""
+        now: datetime = self.request.fv_now
+        try:
+            return now - timedelta(days=float(days))
+        except OverflowError:
+            return None
 
 
-class Ranked(base.Page):
-    """Cursor pages in the order the caller picks (``?ordering=``), by priority by default."""
+class Ranked(Keyset):
+    """Keyset pages in the order the caller picks (``?ordering=``), by priority by default,
+    ranked at the first page's moment: the score, lateness and age move with the clock."""
+
+    pin_moment = True
 
     def get_ordering(self, request: Request, queryset: Any, view: Any) -> tuple[str, ...]:
         name = request.query_params.get("ordering", "priority")
@@ -95,6 +104,16 @@ class Ranked(base.Page):
                 {"ordering": [_("Order by one of: %s.") % ", ".join(register.ORDERINGS)]}
             )
         return register.ORDERINGS[name]
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.cursor_query_param:
+                parameter["description"] = (
+                    "From a `next` or `previous` link: a position in the order and the moment "
+                    "the first page ranked at. Refused (400) once a day old."
+                )
+        return parameters
 
 
 class Named(serializers.Serializer[Any]):
@@ -113,15 +132,37 @@ class SegmentSerializer(serializers.Serializer[Any]):
     name = serializers.CharField()
 
 
+class Rounded(serializers.FloatField):
+    """A float written with at most ``digits`` decimals."""
+
+    def __init__(self, *, digits: int, **kwargs: Any) -> None:
+        self.digits = digits
+        super().__init__(**kwargs)
+
+    def to_representation(self, value: Any) -> Any:
+        return round(float(value), self.digits)
+
+
+class RawField(serializers.FloatField):
+    """A factor's raw value; the age's in seconds (the SQL counts microseconds)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(source="*", **kwargs)
+
+    def to_representation(self, value: Any) -> Any:
+        factor: priority.Factor = value
+        return factor.raw / 1_000_000 if factor.name == "age" else factor.raw
+
+
 class FactorSerializer(serializers.Serializer[Any]):
-    raw = serializers.FloatField(
+    raw = RawField(
         help_text=_(
             "The factor's input: intent weight, value, lateness in SLA lengths, age in seconds."
         )
     )
-    level = serializers.FloatField(help_text=_("0 to 1: raw / (raw + half-point)."))
-    weight = serializers.FloatField()
-    share = serializers.FloatField(help_text=_("The factor's part of the score, 0 to 1."))
+    level = Rounded(digits=4, help_text=_("0 to 1: raw / (raw + half-point)."))
+    weight = Rounded(digits=4, help_text=_("The factor's weight, the four summing to 1."))
+    share = Rounded(digits=4, help_text=_("The factor's part of the score, 0 to 1."))
 
 
 class RowAlertSerializer(serializers.Serializer[Any]):
@@ -134,7 +175,7 @@ class RowAlertSerializer(serializers.Serializer[Any]):
     escalation_level = serializers.IntegerField()
 
     def get_severity(self, alert: Any) -> str | None:
-        return Severity(alert.severity).name.lower() if alert.severity else None
+        return severity_name(alert.severity)
 
 
 class RowSerializer(serializers.Serializer[Any]):
@@ -153,10 +194,10 @@ class RowSerializer(serializers.Serializer[Any]):
     arrived_at = serializers.DateTimeField(source="opportunity.arrived_at")
     age_business_hours = serializers.SerializerMethodField()
     unfollowed_since = serializers.DateTimeField(allow_null=True)
-    lateness = serializers.FloatField(help_text=_("Late by this many lengths of the SLA."))
+    lateness = Rounded(digits=3, help_text=_("Late by this many lengths of the SLA."))
     severity = serializers.SerializerMethodField()
     reasons = serializers.ListField(child=serializers.ChoiceField(choices=Reason.choices))
-    score = serializers.FloatField(help_text=_("Priority, 0 to 100."))
+    score = Rounded(digits=2, help_text=_("Priority, 0 to 100."))
     shares = serializers.SerializerMethodField()
     alerts = RowAlertSerializer(many=True)
     factors = serializers.DictField(
@@ -175,7 +216,7 @@ class RowSerializer(serializers.Serializer[Any]):
         return round(row.age / timedelta(hours=1), 2)
 
     def get_severity(self, row: register.Row) -> str | None:
-        return row.severity.name.lower() if row.severity else None
+        return severity_name(row.severity)
 
     def get_shares(self, row: register.Row) -> dict[str, float]:
         return {name: round(f.share, 4) for name, f in row.factors.items()}
@@ -187,6 +228,14 @@ class RegisterViewSet(base.ApiViewSet):
     filterset_class = RegisterFilter
     pagination_class = Ranked
     serializer_class = RowSerializer
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        # Before the queryset: a cursor's pages rank (and filter by age) at its first page's
+        # moment, not at each request's, or rows would move between pages.
+        pages = self.paginator
+        assert isinstance(pages, Keyset)
+        request.fv_now = pages.moment(request, request.fv_now)  # type: ignore[attr-defined]
 
     def get_queryset(self) -> QuerySet[TrackedOpportunity]:
         if self.schema_only:

@@ -7,7 +7,6 @@ from typing import Any, cast
 
 import django_filters
 from django.contrib.auth import get_user_model
-from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
@@ -15,12 +14,11 @@ from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from followup_visibility.api import base
-from followup_visibility.api.configuration import KEY, JsonDuration, JsonInteger, JsonString
+from followup_visibility.api.fields import KEY, JsonDuration, JsonInteger, JsonString
 from followup_visibility.api.register import Named, OwnerSerializer, SegmentSerializer
 from followup_visibility.choices import AlertSignal, AlertStatus, IdentityKind
 from followup_visibility.config import suppressions
@@ -160,13 +158,8 @@ class SuppressionCreate(base.Strict):
             fields["team"].queryset = Team.objects.filter(pk__in=managed)
 
 
-def as_api_error(exc: DjangoValidationError) -> ValidationError:
-    """The domain's errors by field, its rule-wide ones under ``non_field_errors`` as the API
-    names them (Django's forms say ``__all__``)."""
-    error = base.as_drf(exc)
-    if isinstance(error.detail, dict) and NON_FIELD_ERRORS in error.detail:
-        error.detail["non_field_errors"] = error.detail.pop(NON_FIELD_ERRORS)
-    return error
+class End(base.Strict):
+    """Nothing: ending a rule takes no parameters (a field is refused, not ignored)."""
 
 
 def with_held_count(queryset: QuerySet[Suppression]) -> QuerySet[Suppression]:
@@ -245,7 +238,7 @@ class SuppressionViewSet(base.ApiViewSet):
                 older_than=data.get("older_than"),
             )
         except DjangoValidationError as exc:
-            raise as_api_error(exc) from None
+            raise base.as_drf(exc) from None
         created = with_held_count(Suppression.objects.filter(pk=rule.pk)).get()
         return Response(self.get_serializer(created).data, status=status.HTTP_201_CREATED)
 
@@ -265,6 +258,7 @@ class SuppressionViewSet(base.ApiViewSet):
     )
     def end(self, request: Request, pk: str) -> Response:
         rule = self.get_object()
+        End(data=request.data).is_valid(raise_exception=True)
         suppressions.end(rule, by=request.user, now=self.now)
         return Response(self.get_serializer(self.get_queryset().get(pk=rule.pk)).data)
 
