@@ -101,7 +101,8 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     order, so a test reading the company's defaults may come after a flush."""
     result = yield
     marker = item.get_closest_marker("django_db")
-    if marker is not None and marker.kwargs.get("transaction"):
+    # After the last test the session's teardown has already dropped the test database.
+    if nextitem is not None and marker is not None and marker.kwargs.get("transaction"):
         with item.config.stash[blocking_manager_key].unblock():
             ContentType.objects.clear_cache()
             for name, function in MIGRATION_ROWS:
