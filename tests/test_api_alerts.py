@@ -388,6 +388,27 @@ def test_pages_walk_the_ranking_both_ways_in_constant_queries(
     assert queries(1) == queries(20)
 
 
+def test_later_pages_keep_the_first_pages_moment(world: World, api: Callable[..., Any]) -> None:
+    client = api(world.users["ops"])
+    first = [(row["id"], row["severity"]) for row in client.get(url()).json()["results"]]
+    walked, link = [], url() + "?page_size=2"
+    with time_machine.travel(NOW, tick=False) as clock:
+        while link:
+            body = client.get(link).json()
+            walked += [(row["id"], row["severity"]) for row in body["results"]]
+            link = body["next"]
+            clock.shift(timedelta(hours=6))
+        # By now the severities have moved: pages ranked at each request's moment would differ.
+        fresh = [(row["id"], row["severity"]) for row in client.get(url()).json()["results"]]
+    assert fresh != first
+    assert walked == first
+    # A cursor lasts a day.
+    cursor = client.get(url() + "?page_size=2").json()["next"]
+    with time_machine.travel(NOW + timedelta(days=2), tick=False):
+        expired = client.get(cursor)
+    assert expired.status_code == 400 and "cursor" in expired.json()["fields"]
+
+
 # What every endpoint shares ---------------------------------------------------------------------
 
 

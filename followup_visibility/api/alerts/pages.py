@@ -27,5 +27,7 @@ class BySeverity(Keyset):
     key instead (``api/pagination.py``), and each page is one query whatever its depth.
     """
 
+    pin_moment = True
+
     def get_ordering(self, request: Request, queryset: Any, view: Any) -> tuple[str, ...]:
         return ORDERING

@@ -48,6 +48,15 @@ class AlertViewSet(base.ApiViewSet):
     # Keys beyond a bigint would reach the database as an error, not a 404.
     lookup_value_regex = KEY
 
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        if self.action == "list":
+            # A cursor's pages rank at its first page's moment: severity grows with time, and
+            # alerts would otherwise move between pages. Actions always act at the request's.
+            pages = self.paginator
+            assert isinstance(pages, BySeverity)
+            request.fv_now = pages.moment(request, request.fv_now)  # type: ignore[attr-defined]
+
     def get_queryset(self) -> QuerySet[Alert]:
         if self.schema_only:
             return Alert.objects.none()
