@@ -93,15 +93,7 @@ class SuppressionForm(forms.ModelForm):
                 comment=data["comment"],
                 by=self.by,
                 now=self.now,
-                starts_at=data.get("starts_at"),
-                ends_at=data.get("ends_at"),
-                opportunity=data.get("opportunity"),
-                identity=data.get("identity") or "",
-                segment=data.get("segment"),
-                owner=data.get("owner"),
-                team=data.get("team"),
-                signal=data.get("signal") or "",
-                older_than=data.get("older_than"),
+                **suppressions.rule_fields(data),
             )
         except ValidationError as exc:
             if not hasattr(exc, "error_dict"):

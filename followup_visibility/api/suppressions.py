@@ -227,15 +227,7 @@ class SuppressionViewSet(base.ApiViewSet):
                 comment=data["comment"],
                 by=user,
                 now=self.now,
-                starts_at=data.get("starts_at"),
-                ends_at=data.get("ends_at"),
-                opportunity=data.get("opportunity"),
-                identity=data.get("identity") or "",
-                segment=data.get("segment"),
-                owner=data.get("owner"),
-                team=data.get("team"),
-                signal=data.get("signal") or "",
-                older_than=data.get("older_than"),
+                **suppressions.rule_fields(data),
             )
         except DjangoValidationError as exc:
             raise base.as_drf(exc) from None

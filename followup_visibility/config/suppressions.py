@@ -8,7 +8,7 @@ itself, and the holding and releasing of alerts, is
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypedDict, Unpack
 
@@ -68,6 +68,22 @@ class RuleFields(TypedDict, total=False):
     team: Team | None
     signal: str
     older_than: timedelta | None
+
+
+def rule_fields(data: Mapping[str, Any]) -> RuleFields:
+    """:class:`RuleFields` from a form's or a request's cleaned data: absent matchers are
+    none, absent text matchers empty (the admin and the API read the same names)."""
+    return RuleFields(
+        starts_at=data.get("starts_at"),
+        ends_at=data.get("ends_at"),
+        opportunity=data.get("opportunity"),
+        identity=data.get("identity") or "",
+        segment=data.get("segment"),
+        owner=data.get("owner"),
+        team=data.get("team"),
+        signal=data.get("signal") or "",
+        older_than=data.get("older_than"),
+    )
 
 
 def create(*, comment: str, by: Any, now: datetime, **fields: Unpack[RuleFields]) -> Suppression:
