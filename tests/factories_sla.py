@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from django.db import connection, models
 
 from example_project.crm.models import Deal, Lead
+from followup_visibility.config import policies
 from followup_visibility.engine import calendars
 from followup_visibility.ingest.crm import sync_objects
 from followup_visibility.models import (
@@ -213,3 +214,18 @@ def run_pending_commit_hooks() -> None:
     while connection.run_on_commit:
         _savepoints, callback, _robust = connection.run_on_commit.pop(0)
         callback()
+
+
+def around_the_clock(durations: dict[str, timedelta], *, since: datetime) -> None:
+    """A 24/7 UTC default calendar, so business time is elapsed time, and the default policy
+    holding ``durations`` from ``since`` (created, or a new version applied to open ones)."""
+    Calendar.objects.filter(is_default=True).update(is_default=False)
+    calendar = Calendar.objects.create(name="24/7", time_zone="UTC", is_default=True)
+    WorkingWindow.objects.bulk_create(
+        WorkingWindow(calendar=calendar, weekday=d, start=time(0), end=time(0)) for d in range(7)
+    )
+    default = SlaPolicy.objects.filter(is_default=True).first()
+    if default is None:
+        policies.create_policy("Default", durations, now=since)
+    else:
+        policies.publish_version(default, durations, now=since, apply_to_open=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,23 +20,21 @@ from django.utils import timezone
 from example_project.crm.models import Lead
 from followup_visibility.alerting import sweep
 from followup_visibility.choices import AlertSignal, AlertStatus, NotificationChannel
-from followup_visibility.config import policies, suppressions
+from followup_visibility.config import suppressions
 from followup_visibility.ingest.crm import sync_objects
 from followup_visibility.models import (
     Alert,
-    Calendar,
     Escalation,
     EscalationLevel,
     EscalationPolicy,
     InhibitionRule,
     Notification,
-    SlaPolicy,
     Suppression,
     SweepRun,
     Team,
     TrackedOpportunity,
-    WorkingWindow,
 )
+from tests import factories_sla
 from tests.conftest import tracked
 from tests.test_admin_configuration import add_rows, form_data
 
@@ -75,16 +73,7 @@ def earlier_severity_scale(settings: Any) -> None:
 @pytest.fixture
 def around_the_clock(db: Any) -> None:
     """A 24/7 UTC default calendar, so business time is elapsed time here."""
-    Calendar.objects.filter(is_default=True).update(is_default=False)
-    calendar = Calendar.objects.create(name="24/7", time_zone="UTC", is_default=True)
-    WorkingWindow.objects.bulk_create(
-        WorkingWindow(calendar=calendar, weekday=d, start=time(0), end=time(0)) for d in range(7)
-    )
-    default = SlaPolicy.objects.filter(is_default=True).first()
-    if default is None:
-        policies.create_policy("Default", DURATIONS, now=T0 - 100 * HOUR)
-    else:
-        policies.publish_version(default, DURATIONS, now=T0 - 100 * HOUR, apply_to_open=True)
+    factories_sla.around_the_clock(DURATIONS, since=T0 - 100 * HOUR)
 
 
 @pytest.fixture

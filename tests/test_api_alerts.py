@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -30,22 +30,19 @@ from followup_visibility.adapters import OpportunityAdapter
 from followup_visibility.alerting import lifecycle, sweep
 from followup_visibility.api import reference
 from followup_visibility.choices import AlertSignal, AlertStatus
-from followup_visibility.config import policies
 from followup_visibility.engine.access import SEE_ALL_PERMISSION
 from followup_visibility.ingest import ownership, segments
 from followup_visibility.ingest.crm import sync_objects
 from followup_visibility.models import (
     Alert,
-    Calendar,
     Deadline,
     Handoff,
     Segment,
-    SlaPolicy,
     Suppression,
     Team,
     TrackedOpportunity,
-    WorkingWindow,
 )
+from tests import factories_sla
 from tests.conftest import tracked
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday
@@ -97,16 +94,7 @@ def grant(user: Any, *codenames: str) -> Any:
 
 
 def build() -> World:
-    Calendar.objects.filter(is_default=True).update(is_default=False)
-    calendar = Calendar.objects.create(name="24/7", time_zone="UTC", is_default=True)
-    WorkingWindow.objects.bulk_create(
-        WorkingWindow(calendar=calendar, weekday=d, start=time(0), end=time(0)) for d in range(7)
-    )
-    default = SlaPolicy.objects.filter(is_default=True).first()
-    if default is None:
-        policies.create_policy("Default", DURATIONS, now=T0 - 100 * HOUR)
-    else:
-        policies.publish_version(default, DURATIONS, now=T0 - 100 * HOUR, apply_to_open=True)
+    factories_sla.around_the_clock(DURATIONS, since=T0 - 100 * HOUR)
     User = get_user_model()
     users = {
         name: User.objects.create_user(name, password="pw", first_name=name.title())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -26,7 +26,6 @@ from rest_framework.test import APIClient
 from example_project.crm.models import Lead
 from followup_visibility.alerting import sweep
 from followup_visibility.choices import ACTIVE_ALERT_STATUSES, Channel, Direction, Status
-from followup_visibility.config import policies
 from followup_visibility.engine.access import SEE_ALL_PERMISSION
 from followup_visibility.ingest import stalls
 from followup_visibility.ingest.crm import sync_objects
@@ -34,16 +33,14 @@ from followup_visibility.ingest.next_actions import schedule_next_action
 from followup_visibility.ingest.touches import record_touch
 from followup_visibility.models import (
     Alert,
-    Calendar,
     Deadline,
     Segment,
     SegmentRule,
-    SlaPolicy,
     Team,
     Touch,
     TrackedOpportunity,
-    WorkingWindow,
 )
+from tests import factories_sla
 from tests.conftest import tracked
 from tests.test_admin_alerts import DURATIONS, HOUR, NOW, T0
 
@@ -75,16 +72,7 @@ def grant(user: Any, *codenames: str) -> Any:
 
 
 def build() -> World:
-    Calendar.objects.filter(is_default=True).update(is_default=False)
-    calendar = Calendar.objects.create(name="24/7", time_zone="UTC", is_default=True)
-    WorkingWindow.objects.bulk_create(
-        WorkingWindow(calendar=calendar, weekday=d, start=time(0), end=time(0)) for d in range(7)
-    )
-    default = SlaPolicy.objects.filter(is_default=True).first()
-    if default is None:
-        policies.create_policy("Default", DURATIONS, now=T0 - 100 * HOUR)
-    else:
-        policies.publish_version(default, DURATIONS, now=T0 - 100 * HOUR, apply_to_open=True)
+    factories_sla.around_the_clock(DURATIONS, since=T0 - 100 * HOUR)
     User = get_user_model()
     rep, other = (User.objects.create_user(name) for name in ("rep", "other"))
     manager, west_manager = (grant(User.objects.create_user(n), CHANGE) for n in ("boss", "westy"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,18 +14,16 @@ from django.db import connection, transaction
 from example_project.crm.models import Lead
 from followup_visibility.alerting import lifecycle, sweep
 from followup_visibility.choices import AlertSignal, AlertStatus, Resolution
-from followup_visibility.config import policies, suppressions
+from followup_visibility.config import suppressions
 from followup_visibility.ingest.crm import sync_objects
 from followup_visibility.ingest.touches import record_touch
 from followup_visibility.models import (
     Alert,
-    Calendar,
     Deadline,
-    SlaPolicy,
     SweepRun,
     TrackedOpportunity,
-    WorkingWindow,
 )
+from tests import factories_sla
 from tests.conftest import postgres_only, tracked
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday
@@ -45,17 +43,7 @@ DURATIONS = {
 
 def install_clock(**durations: timedelta) -> None:
     """A 24/7 UTC default calendar, so business time is elapsed time here."""
-    Calendar.objects.filter(is_default=True).update(is_default=False)
-    calendar = Calendar.objects.create(name="24/7", time_zone="UTC", is_default=True)
-    WorkingWindow.objects.bulk_create(
-        WorkingWindow(calendar=calendar, weekday=d, start=time(0), end=time(0)) for d in range(7)
-    )
-    values = {**DURATIONS, **durations}
-    default = SlaPolicy.objects.filter(is_default=True).first()
-    if default is None:
-        policies.create_policy("Default", values, now=T0 - 100 * HOUR)
-    else:
-        policies.publish_version(default, values, now=T0 - 100 * HOUR, apply_to_open=True)
+    factories_sla.around_the_clock({**DURATIONS, **durations}, since=T0 - 100 * HOUR)
 
 
 def new_leads(n: int = 1, *, at: datetime = T0, **fields: Any) -> list[Lead]:
