@@ -19,10 +19,9 @@ from django.utils.module_loading import import_string
 
 from followup_visibility.adapters import OpportunityAdapter
 from followup_visibility.conf import PREFIX, app_settings
-from followup_visibility.engine import calendars
+from followup_visibility.engine import calendars, priority
 from followup_visibility.models import Calendar, EscalationPolicy, SlaPolicy
 from followup_visibility.models.policy import DURATION_FIELDS
-from followup_visibility.register import priority
 from followup_visibility.registry import admin_site_problems
 
 REQUIRED_APPS = ("django.contrib.auth", "django.contrib.contenttypes", "simple_history")

@@ -36,6 +36,12 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": 30,
         "options": {"expires": 30},
     },
+    "followup-visibility-rescore-register": {
+        "task": "followup_visibility.rescore_register",
+        # The register ranks by stored scores; this moves their lateness and age.
+        "schedule": 10 * 60,
+        "options": {"expires": 10 * 60},
+    },
     "followup-visibility-reconcile": {
         "task": "followup_visibility.reconcile",
         "schedule": 60 * 60,

@@ -11,7 +11,7 @@ from django.apps import apps
 from django.db import OperationalError
 from django.utils import timezone
 
-from followup_visibility.alerting import escalation, notifications, outbox, sweep
+from followup_visibility.alerting import escalation, notifications, outbox, ranking, sweep
 from followup_visibility.ingest import crm
 from followup_visibility.registry import adapters, get_adapter
 
@@ -192,3 +192,14 @@ def notify() -> dict[str, int]:
     created = notifications.notify_alerts(now)
     done = notifications.deliver(now)
     return {"created": created, "digests": done.composed, "sent": done.sent, "failed": done.failed}
+
+
+@shared_task(
+    name="followup_visibility.rescore_register",
+    **_LATE,
+    **_LIMITS,
+    **_RETRY,
+)
+def rescore_register() -> dict[str, int]:
+    """Score the register's rows again: lateness and age move with the clock."""
+    return {"stored": ranking.rescore(timezone.now())}

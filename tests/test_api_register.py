@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib import parse
 
@@ -19,7 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from followup_visibility.alerting import lifecycle
+from followup_visibility.alerting import lifecycle, ranking
 from followup_visibility.engine import severity
 from followup_visibility.models import Alert
 from followup_visibility.register import rows as register
@@ -125,6 +125,7 @@ def test_numbers_are_rounded_as_documented(api: Api, world: World) -> None:
     # Seven minutes on, the hot lead's lateness is 67/240 of its SLA: 0.2791666...
     moment = NOW + timedelta(minutes=7)
     with time_machine.travel(moment, tick=False):
+        ranking.rescore(moment)  # as the beat entry would
         rows = get(api, world, {"explain": "1"}).json()["results"]
     assert len(rows) == len(LISTED)
     for row in rows:
@@ -138,6 +139,7 @@ def test_numbers_are_rounded_as_documented(api: Api, world: World) -> None:
     (exact,) = register.rows(list(register.unfollowed(moment).filter(pk=world.opps["hot"])), moment)
     (hot,) = [row for row in rows if row["id"] == world.opps["hot"]]
     assert hot["lateness"] == round(exact.lateness, 3) == 0.279
+    assert datetime.fromisoformat(hot["scored_at"]) == moment
     assert hot["score"] == round(exact.score, 2)
     assert hot["factors"]["age"]["raw"] == 5 * 3600 + 7 * 60
     assert hot["factors"]["lateness"]["raw"] == exact.lateness

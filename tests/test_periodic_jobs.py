@@ -143,7 +143,7 @@ def test_tasks_are_late_acknowledged_with_time_limits() -> None:
     from celery import current_app
 
     ours = [t for name, t in current_app.tasks.items() if name.startswith("followup_visibility.")]
-    assert len(ours) == 6
+    assert len(ours) == 7
     for task in ours:
         assert task.acks_late and task.reject_on_worker_lost, task.name
         # Below Redis's visibility timeout (1 h): never delivered to a second worker meanwhile.

@@ -27,16 +27,15 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from example_project.crm.models import Deal, Lead
-from followup_visibility.alerting import lifecycle, sweep
+from followup_visibility.alerting import lifecycle, ranking, sweep
 from followup_visibility.choices import AlertSignal, AlertStatus, Channel, Direction, Severity
 from followup_visibility.config import suppressions
-from followup_visibility.engine import severity
+from followup_visibility.engine import priority, severity
 from followup_visibility.ingest import next_actions, stalls
 from followup_visibility.ingest.crm import sync_objects
 from followup_visibility.ingest.segments import set_segment
 from followup_visibility.ingest.touches import record_touch
 from followup_visibility.models import Alert, Calendar, Segment, Team, TrackedOpportunity
-from followup_visibility.register import priority
 from followup_visibility.register import rows as register
 from tests.factories_sla import NEW_YORK, change_host, install_defaults, make_calendar, opportunity
 
@@ -326,6 +325,8 @@ def test_intent_and_value_rank_before_age(world: World) -> None:
     FOLLOWUP_VISIBILITY_REGISTER_WEIGHTS={"intent": 0, "value": 0, "lateness": 1, "age": 1}
 )
 def test_weights_from_settings_change_the_order(world: World) -> None:
+    # Stored scores follow a change of weights at the next rescore (a deploy's settings).
+    ranking.rescore(NOW)
     order = listed(world)
     assert order.index("old") < order.index("hot")
     hot = row_of(world, "hot")

@@ -25,7 +25,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from followup_visibility.alerting import events, sql
+from followup_visibility.alerting import events, ranking, sql
 from followup_visibility.alerting.sql import FromMatch
 from followup_visibility.choices import (
     ACTIVE_ALERT_STATUSES,
@@ -135,6 +135,7 @@ def resolve_cleared(
         by_note[rows.values[pk][1]].append(pk)
     for note, ids in by_note.items():
         events.changed(AlertTransition.RESOLVED, ids, now, reason=note)
+    ranking.mark_alerts([pk for pk, _reason in done], now)
     return [pk for pk, _reason in done]
 
 
@@ -182,6 +183,7 @@ def _save(alert: Alert, by: Any, now: datetime, reason: str, fields: list[str], 
     alert._change_reason = reason[:REASON_MAX]  # type: ignore[attr-defined]
     alert.save(update_fields=[*fields, "changed_by"])
     events.changed(event, [alert.pk], now, by=by, reason=reason)
+    ranking.mark([alert.opportunity_id], now)
 
 
 def acknowledge(alert: Alert, *, by: Any, now: datetime) -> Alert:
@@ -442,4 +444,5 @@ def bulk_transition(
         by_reason[reason].append(pk)
     for reason, ids in by_reason.items():
         events.changed(event, ids, now, by=by, reason=reason)
+    ranking.mark_alerts([pk for pk, _reason in done], now)
     return [pk for pk, _reason in done]

@@ -29,7 +29,7 @@ from django.db import transaction
 from django.db.models.functions import Coalesce
 from django.utils.translation import gettext as _
 
-from followup_visibility.alerting import deadlines, escalation, lifecycle, sql
+from followup_visibility.alerting import deadlines, escalation, lifecycle, ranking, sql
 from followup_visibility.choices import AlertSignal, AlertStatus, Channel, SegmentSource
 from followup_visibility.engine import clocks, generation, routing, timeline
 from followup_visibility.engine.clocks import Context
@@ -132,7 +132,7 @@ def refresh(
     result = RefreshResult()
     if not ids:
         return result
-    with transaction.atomic(savepoint=False):
+    with transaction.atomic(savepoint=False), ranking.batched(now):
         extra = deadlines.state_annotations(now if cause.identities else None)
         rows = sql.rows_of(_chains(ids).annotate(**extra).values(*_COLUMNS, *extra))
         if not rows:
@@ -207,6 +207,11 @@ def refresh(
             # A snooze until the customer replies or the stage changes ends with the news,
             # not at the next full sweep (a steady sweep wakes only snoozes whose time came).
             result.woken = lifecycle.wake_snoozed(now, opportunity_ids=list(by_id))
+        # Rank them again when what the score reads may have moved: owner, team, segment,
+        # value, status (a CRM change, a handoff, a merge, a stall, a new route). New touches
+        # alone move none of it; the alerts they resolve or wake were marked as they changed.
+        if result.routed or cause.routing or not cause.touches:
+            ranking.mark([*by_id, *others], now)
     return result
 
 

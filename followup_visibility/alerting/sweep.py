@@ -41,7 +41,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce, Greatest
 
-from followup_visibility.alerting import events, holds, lifecycle, sql
+from followup_visibility.alerting import events, holds, lifecycle, ranking, sql
 from followup_visibility.alerting.holds import Holds
 from followup_visibility.choices import AlertStatus, AlertTransition, Resolution
 from followup_visibility.conf import app_settings
@@ -137,6 +137,13 @@ def raise_due(
         events.raised(done.raised_ids or [], now)
         events.changed(
             AlertTransition.REOPENED, done.reopened_ids or [], now, reason=sql.REOPENED_REASON
+        )
+    if done.raised or done.reopened:
+        # SQLite's raise names no opportunities: read them from what was due (a small set
+        # there, one query).
+        ranking.mark(
+            done.opportunity_ids or {row["opportunity_id"] for row in rows.filter(fv_held=False)},
+            now,
         )
     if done.opportunity_ids or keys is not None:
         ids = done.opportunity_ids
@@ -243,7 +250,7 @@ def _last_finished(now: datetime) -> datetime | None:
 
 
 def _start(now: datetime, *, full: bool, wait: bool) -> tuple[SweepRun, list[Range]] | None:
-    with transaction.atomic():
+    with transaction.atomic(), ranking.batched(now):
         if not _lock(wait):
             return None
         last = _last_finished(now)
@@ -331,7 +338,7 @@ def run_chunk(run_id: int, first: Any, last: Any, now: datetime) -> tuple[int, i
     chunk retried after it committed (a worker lost before acknowledging it) finds its range
     done, rolls its work back and counts nothing: ``(0, 0)``.
     """
-    with transaction.atomic():
+    with transaction.atomic(), ranking.batched(now):
         sql.no_jit()
         # Only a full pass has chunks (a steady one raises in ``start``): every due deadline
         # of the range is examined.

@@ -21,15 +21,16 @@ from followup_visibility.api.fields import SEVERITY_NAMES, severity_name
 from followup_visibility.api.filters import AtLeastZero, AwareDateTimeFilter, CodeFilter, KeyFilter
 from followup_visibility.api.pagination import Keyset
 from followup_visibility.choices import Channel, Reason
-from followup_visibility.engine import teams
+from followup_visibility.engine import priority, teams
 from followup_visibility.models import TrackedOpportunity
-from followup_visibility.register import priority
 from followup_visibility.register import rows as register
 
 
 class RegisterFilter(django_filters.FilterSet):
     team = KeyFilter(method="in_team", help_text=_("A team's id: it and the teams below it."))
-    owner = KeyFilter(field_name="owner_id", help_text=_("A user's id."))
+    # Team and owner as stored with the ranking: a team's or an owner's first page is then
+    # the first entries of its own index (the scope still checks the opportunity's own).
+    owner = KeyFilter(field_name="register_row__owner", help_text=_("A user's id."))
     unowned = django_filters.BooleanFilter(field_name="owner", lookup_expr="isnull")
     segment = CodeFilter(field_name="segment__code", help_text=_("A segment's code."))
     reason = django_filters.MultipleChoiceFilter(choices=Reason.choices, method="with_reason")
@@ -61,7 +62,7 @@ class RegisterFilter(django_filters.FilterSet):
 
     def in_team(self, queryset: QuerySet[Any], name: str, value: int) -> QuerySet[Any]:
         # An unknown team lists nothing, as a team out of scope does: ids are not revealed.
-        return queryset.filter(team__in=teams.with_subteams([value]))
+        return queryset.filter(register_row__team__in=teams.with_subteams([value]))
 
     def with_reason(self, queryset: QuerySet[Any], name: str, value: list[str]) -> QuerySet[Any]:
         return register.with_reason(queryset, value) if value else queryset
@@ -197,7 +198,14 @@ class RowSerializer(serializers.Serializer[Any]):
     lateness = Rounded(digits=3, help_text=_("Late by this many lengths of the SLA."))
     severity = serializers.SerializerMethodField()
     reasons = serializers.ListField(child=serializers.ChoiceField(choices=Reason.choices))
-    score = Rounded(digits=2, help_text=_("Priority, 0 to 100."))
+    score = Rounded(digits=2, help_text=_("Priority, 0 to 100, as of `scored_at`."))
+    scored_at = serializers.DateTimeField(
+        help_text=_(
+            "When the score, its shares, the lateness and the severity were computed: the "
+            "register is ranked by stored scores, renewed on every change and every ten "
+            "minutes."
+        )
+    )
     shares = serializers.SerializerMethodField()
     alerts = RowAlertSerializer(many=True)
     factors = serializers.DictField(

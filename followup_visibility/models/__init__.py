@@ -10,6 +10,7 @@ from followup_visibility.models.org import Segment, SegmentRule, Team
 from followup_visibility.models.outbox import OutboxMessage
 from followup_visibility.models.ownership import Handoff
 from followup_visibility.models.policy import SlaPolicy, SlaPolicyVersion
+from followup_visibility.models.register import RegisterRow
 from followup_visibility.models.touch import Touch
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "InhibitionRule",
     "Notification",
     "OutboxMessage",
+    "RegisterRow",
     "Handoff",
     "Segment",
     "SegmentRule",

@@ -48,7 +48,7 @@ from followup_visibility.engine import access, severity, teams
 from followup_visibility.engine.business_time import add_business_time, next_opening
 from followup_visibility.engine.clocks import Context
 from followup_visibility.models import Alert, Touch, TrackedOpportunity
-from followup_visibility.register.rows import LISTING, unfollowed
+from followup_visibility.register.rows import LISTING, live
 
 #: The default period of the period metrics: the last seven days up to ``now``.
 DEFAULT_PERIOD = timedelta(days=7)
@@ -150,7 +150,7 @@ def overdue(
     due in that period count, and the rows holding one. An opportunity's severity is that of
     its most severe counted alert; an alert's, its own. Seven queries.
     """
-    register = unfollowed(now, base=opportunities).order_by()
+    register = live(now, base=opportunities).order_by()
     alerts = Alert.objects.filter(status__in=LISTING, opportunity__in=register.values("pk"))
     if since is not None:
         alerts = alerts.filter(due_at__gte=since)

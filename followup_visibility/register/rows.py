@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Exists, F, FloatField, Max, Min, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import Greatest
+from django.db.models import DateTimeField, Exists, F, Q, QuerySet, Value
 from django.utils.translation import gettext as _
 
+from followup_visibility.alerting import ranking
 from followup_visibility.choices import (
     REASON_OF_SIGNAL,
     AlertStatus,
@@ -32,14 +32,12 @@ from followup_visibility.choices import (
     Status,
     signals_of_reason,
 )
-from followup_visibility.engine import access, severity
+from followup_visibility.engine import access, priority, severity
 from followup_visibility.engine.business_time import business_time_between
 from followup_visibility.engine.calendars import TeamCalendars
 from followup_visibility.models import Alert, Suppression, TrackedOpportunity
-from followup_visibility.register import priority
 
-#: Alert statuses that list an opportunity: someone still owes the customer something.
-LISTING = (AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED)
+LISTING = ranking.LISTING
 
 #: Orderings the register offers: name -> SQL ordering (the key last, for a stable order).
 ORDERINGS: dict[str, tuple[str, ...]] = {
@@ -52,57 +50,55 @@ ORDERINGS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _listing() -> QuerySet[Alert]:
-    return Alert.objects.filter(opportunity_id=OuterRef("pk"), status__in=LISTING)
-
-
-def _per_opportunity(alerts: QuerySet[Alert], **aggregate: Any) -> Subquery:
-    (name,) = aggregate
-    return Subquery(
-        alerts.order_by().values("opportunity_id").annotate(**aggregate).values(name)[:1]
-    )
-
-
-def lateness_expression(now: datetime) -> Any:
-    """An alert row's lateness at ``now`` in lengths of its SLA (see engine/severity.py)."""
-    return severity.late_micros(now) / severity.span_micros()
+def _opportunities(
+    user: Any, base: QuerySet[TrackedOpportunity] | None
+) -> QuerySet[TrackedOpportunity]:
+    opportunities = base if base is not None else TrackedOpportunity.objects.all()
+    return access.restrict(opportunities, user) if user is not None else opportunities
 
 
 def unfollowed(
     now: datetime, *, user: Any = None, base: QuerySet[TrackedOpportunity] | None = None
 ) -> QuerySet[TrackedOpportunity]:
-    """The register at ``now``: open, unstalled opportunities with a listing alert, annotated
-    with ``fv_score`` (0-100), the factors' raw values (``fv_intent``, ``fv_value``,
-    ``fv_lateness`` in SLA lengths, ``fv_age`` in microseconds), ``fv_severity`` (the highest
-    of its alerts) and ``fv_since`` (when its oldest listing alert fell due); ranked by score.
+    """The register at ``now``: open, unstalled opportunities with a listing alert, ranked by
+    their stored score (:mod:`followup_visibility.alerting.ranking`).
+
+    Annotated with the stored ranking, as of ``fv_scored_at``: ``fv_score`` (0-100), the
+    factors' raw values (``fv_intent``, ``fv_value``, ``fv_lateness`` in SLA lengths,
+    ``fv_age`` in microseconds), ``fv_severity`` (the highest of its alerts) and ``fv_since``
+    (when its oldest listing alert fell due). Whether a row is listed is checked at ``now``.
 
     ``user`` limits it to their scope (``None``: no limit, for jobs); ``base`` starts from a
     queryset of opportunities instead of all of them.
     """
-    opportunities = base if base is not None else TrackedOpportunity.objects.all()
-    if user is not None:
-        opportunities = access.restrict(opportunities, user)
-    alerts = _listing()
-    raw = priority.raw_expressions(now, F("fv_lateness"))
     return (
-        opportunities.filter(status=Status.OPEN)
+        _opportunities(user, base)
+        .filter(register_row__isnull=False, status=Status.OPEN)
         .exclude(stalled_until__gt=now)
-        .filter(Exists(alerts))
+        .filter(Exists(ranking.listing()))
         .annotate(
-            fv_lateness=Greatest(
-                _per_opportunity(
-                    alerts, fv_max=Max(lateness_expression(now), output_field=FloatField())
-                ),
-                0.0,
-                output_field=FloatField(),
-            ),
-            fv_severity=_per_opportunity(alerts, fv_max=Max(severity.expression(now))),
-            fv_since=_per_opportunity(alerts, fv_min=Min("due_at")),
-            fv_intent=raw["intent"],
-            fv_value=raw["value"],
-            fv_age=raw["age"],
+            fv_score=F("register_row__score"),
+            fv_intent=F("register_row__intent"),
+            fv_value=F("register_row__value"),
+            fv_lateness=F("register_row__lateness"),
+            fv_age=F("register_row__age"),
+            fv_severity=F("register_row__severity"),
+            fv_since=F("register_row__since"),
+            fv_scored_at=F("register_row__scored_at"),
         )
-        .annotate(fv_score=priority.score_expression(raw))
+        .order_by(*ORDERINGS["priority"])
+    )
+
+
+def live(
+    now: datetime, *, user: Any = None, base: QuerySet[TrackedOpportunity] | None = None
+) -> QuerySet[TrackedOpportunity]:
+    """The register scored at ``now`` rather than read from the stored ranking: what the
+    next rescore stores (with ``fv_scored_at`` = ``now``). Costs a ranking of every row."""
+    scored: QuerySet[TrackedOpportunity] = ranking.scored(now, _opportunities(user, base))
+    return (
+        scored.exclude(stalled_until__gt=now)
+        .annotate(fv_scored_at=Value(now, output_field=DateTimeField()))
         .order_by(*ORDERINGS["priority"])
     )
 
@@ -112,7 +108,7 @@ def with_reason(
 ) -> QuerySet[TrackedOpportunity]:
     """Rows with a listing alert of a signal whose reason code is one of ``reasons``."""
     signals = [s for reason in reasons for s in signals_of_reason(reason)]
-    return queryset.filter(Exists(_listing().filter(signal__in=signals)))
+    return queryset.filter(Exists(ranking.listing().filter(signal__in=signals)))
 
 
 def with_severity(
@@ -137,6 +133,8 @@ class Row:
     age: timedelta
     unfollowed_since: datetime | None
     lateness: float
+    #: When the score (and lateness, severity) were computed: the ranking's moment.
+    scored_at: datetime
 
     @property
     def age_hours(self) -> float:
@@ -190,6 +188,7 @@ def rows(page: Sequence[TrackedOpportunity], now: datetime) -> list[Row]:
                 age=business_age(opportunity, now, calendars),
                 unfollowed_since=opportunity.fv_since,  # type: ignore[attr-defined]
                 lateness=raw["lateness"],
+                scored_at=opportunity.fv_scored_at,  # type: ignore[attr-defined]
             )
         )
     return result

@@ -1,0 +1,234 @@
+"""The register's stored ranking: a row per listed opportunity, scored as of a moment.
+
+Ranking the register at each read means scoring every listed opportunity of a team before
+the first page can be cut (0.8 s per request at 1M opportunities, docs/performance.md). So
+the score is stored instead, in :class:`~followup_visibility.models.RegisterRow`, and a page
+is an index scan of its first rows:
+
+- :func:`mark` stores the rows of the opportunities whose alerts or mirrored fields changed,
+  in the transaction that changed them: the refresh, every alert transition and the sweep's
+  raise call it. Inside :func:`batched` (a refresh, a chunk of a pass) the marks are stored
+  once, at the end, whatever their number.
+- :func:`rescore` stores every row again, chunk by chunk: lateness and age grow with the
+  clock, so a row's score is as old as the last rescore at most (every ten minutes in the
+  beat schedule; the ``followup_rescore`` command on the cron path). It also repairs
+  whatever a path that did not mark left behind.
+
+A stored row says how an opportunity ranks, never whether it is listed: the register checks
+that again when it is read (:func:`followup_visibility.register.rows.unfollowed`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Exists, F, FloatField, Max, Min, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Greatest
+
+from followup_visibility.alerting import sql
+from followup_visibility.choices import AlertStatus, Status
+from followup_visibility.engine import priority, severity
+from followup_visibility.models import Alert, RegisterRow, TrackedOpportunity
+
+#: Alert statuses that list an opportunity: someone still owes the customer something.
+LISTING = (AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED)
+
+#: Opportunities stored per statement: the ``ANY`` array and the upsert stay small.
+CHUNK = 5000
+
+_STORED = ("team", "owner", "score", "intent", "value", "lateness", "age", "severity", "since")
+
+
+def listing() -> QuerySet[Alert]:
+    """The listing alerts of the opportunity of the outer query."""
+    return Alert.objects.filter(opportunity_id=OuterRef("pk"), status__in=LISTING)
+
+
+def _per_opportunity(alerts: QuerySet[Alert], **aggregate: Any) -> Subquery:
+    (name,) = aggregate
+    return Subquery(
+        alerts.order_by().values("opportunity_id").annotate(**aggregate).values(name)[:1]
+    )
+
+
+def lateness_expression(now: datetime) -> Any:
+    """An alert row's lateness at ``now`` in lengths of its SLA (see engine/severity.py)."""
+    return severity.late_micros(now) / severity.span_micros()
+
+
+def scored(now: datetime, base: QuerySet[TrackedOpportunity] | None = None) -> QuerySet[Any]:
+    """The open opportunities of ``base`` with a listing alert, scored at ``now``.
+
+    Annotated with ``fv_score`` (0-100), the factors' raw values (``fv_intent``,
+    ``fv_value``, ``fv_lateness`` in SLA lengths, ``fv_age`` in microseconds),
+    ``fv_severity`` (the highest of its listing alerts) and ``fv_since`` (when the oldest
+    fell due). Stalls are not looked at: a stall ends with the clock, and the register
+    checks it when read.
+    """
+    opportunities = base if base is not None else TrackedOpportunity.objects.all()
+    alerts = listing()
+    raw = priority.raw_expressions(now, F("fv_lateness"))
+    return (
+        opportunities.filter(status=Status.OPEN)
+        .filter(Exists(alerts))
+        .annotate(
+            fv_lateness=Greatest(
+                _per_opportunity(
+                    alerts, fv_max=Max(lateness_expression(now), output_field=FloatField())
+                ),
+                0.0,
+                output_field=FloatField(),
+            ),
+            fv_severity=_per_opportunity(alerts, fv_max=Max(severity.expression(now))),
+            fv_since=_per_opportunity(alerts, fv_min=Min("due_at")),
+            fv_intent=raw["intent"],
+            fv_value=raw["value"],
+            fv_age=raw["age"],
+        )
+        .annotate(fv_score=priority.score_expression(raw))
+    )
+
+
+# Storing ------------------------------------------------------------------------------------
+
+
+def store(opportunity_ids: Iterable[Any], now: datetime) -> int:
+    """Score these opportunities at ``now`` and store their rows; drop the rows of those no
+    longer listed. Three statements per :data:`CHUNK`; how many rows were stored.
+
+    Runs in the caller's transaction. An upsert, not a delete and an insert: two writers of
+    one opportunity (a raise and a snooze) queue on its row instead of failing on its key.
+    """
+    ids = sorted(set(opportunity_ids))
+    stored = 0
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        base = TrackedOpportunity.objects.filter(sql.among(TrackedOpportunity, "id", chunk))
+        found = scored(now, base)
+        rows = [
+            RegisterRow(
+                opportunity_id=row["pk"],
+                team_id=row["team_id"],
+                owner_id=row["owner_id"],
+                score=row["fv_score"],
+                intent=row["fv_intent"],
+                value=row["fv_value"],
+                lateness=row["fv_lateness"] or 0.0,
+                age=row["fv_age"],
+                severity=row["fv_severity"],
+                since=row["fv_since"],
+                scored_at=now,
+            )
+            for row in found.order_by().values(
+                "pk",
+                "team_id",
+                "owner_id",
+                "fv_score",
+                "fv_intent",
+                "fv_value",
+                "fv_lateness",
+                "fv_age",
+                "fv_severity",
+                "fv_since",
+            )
+        ]
+        if rows:
+            RegisterRow.objects.bulk_create(
+                rows,
+                update_conflicts=True,
+                unique_fields=["opportunity"],
+                update_fields=[*_STORED, "scored_at"],
+            )
+        gone = sorted(set(chunk) - {row.opportunity_id for row in rows})
+        if gone:
+            RegisterRow.objects.filter(sql.among(RegisterRow, "opportunity", gone)).delete()
+        stored += len(rows)
+    return stored
+
+
+@dataclass
+class _Marks:
+    opportunities: set[Any] = field(default_factory=set)
+    alerts: set[int] = field(default_factory=set)
+
+
+_pending: ContextVar[_Marks | None] = ContextVar("fv_ranking_pending", default=None)
+
+
+@contextmanager
+def batched(now: datetime) -> Iterator[None]:
+    """Store what is marked inside once, at the end (still in the caller's transaction).
+
+    Nested batches add to the outermost. Nothing is stored when the block raises: its
+    transaction rolls back anyway.
+    """
+    if _pending.get() is not None:
+        yield
+        return
+    marks = _Marks()
+    token = _pending.set(marks)
+    try:
+        yield
+    finally:
+        _pending.reset(token)
+    _store_marks(marks, now)
+
+
+def mark(opportunity_ids: Iterable[Any], now: datetime) -> None:
+    """What these opportunities owe changed: store their rows (at the end of a batch)."""
+    marks = _pending.get()
+    if marks is not None:
+        marks.opportunities.update(opportunity_ids)
+    else:
+        store(opportunity_ids, now)
+
+
+def mark_alerts(alert_ids: Iterable[int], now: datetime) -> None:
+    """These alerts changed: store their opportunities' rows (at the end of a batch)."""
+    marks = _pending.get()
+    if marks is not None:
+        marks.alerts.update(alert_ids)
+    else:
+        _store_marks(_Marks(alerts=set(alert_ids)), now)
+
+
+def _store_marks(marks: _Marks, now: datetime) -> None:
+    ids = set(marks.opportunities)
+    if marks.alerts:
+        ids.update(
+            Alert.objects.filter(sql.among(Alert, "id", sorted(marks.alerts)))
+            .order_by()
+            .values_list("opportunity_id", flat=True)
+            .distinct()
+        )
+    if ids:
+        store(ids, now)
+
+
+# Rescoring ----------------------------------------------------------------------------------
+
+
+def rescore(now: datetime, *, chunk: int = 20_000) -> int:
+    """Score every listed opportunity again at ``now``, and drop the rows of the others.
+
+    Walks the opportunities in key order, a transaction per ``chunk`` keys: a failed chunk
+    leaves the others stored, and a rerun starts over. How many rows were stored.
+    """
+    stored, after = 0, None
+    while True:
+        keys = TrackedOpportunity.objects.order_by("pk")
+        if after is not None:
+            keys = keys.filter(pk__gt=after)
+        ids = list(keys.values_list("pk", flat=True)[:chunk])
+        if not ids:
+            return stored
+        with transaction.atomic():
+            sql.no_jit()
+            stored += store(ids, now)
+        after = ids[-1]
