@@ -174,6 +174,12 @@ class TeamCalendars:
             ids.add(default)
         return cls(default, by_team, load(ids))
 
+    @classmethod
+    def current(cls) -> TeamCalendars:
+        """:meth:`load`, kept while the configuration's generation holds (one query, not
+        six: the register reads it for every page)."""
+        return generation.cached("team_calendars", generation.token(), cls.load)
+
 
 def teams_using(calendar: Calendar) -> list[int] | None:
     """Teams whose effective calendar is this one; ``None`` means every opportunity may be."""

@@ -161,11 +161,22 @@ def rows(page: Sequence[TrackedOpportunity], now: datetime) -> list[Row]:
             now,
         )
         .select_related(None)
+        # What a row shows of its alerts: an alert has some thirty columns.
+        .only(
+            "opportunity_id",
+            "signal",
+            "status",
+            "due_at",
+            "raised_at",
+            "escalation_level",
+            "clock_start",
+            "sla",
+        )
         .order_by("opportunity_id", "-severity", "due_at", "pk")
     )
     for alert in listed:
         alerts[alert.opportunity_id].append(alert)
-    calendars = TeamCalendars.load()
+    calendars = TeamCalendars.current()
     result = []
     for opportunity in page:
         raw = {
