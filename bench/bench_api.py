@@ -380,6 +380,13 @@ def prepare(name: str, n: int, rebuild: bool) -> dict[str, Any]:
     use_database(name)
     call_command("migrate", verbosity=0)  # a migration added since the seed was built
     print(f"run database {name} cloned from it in {seconds:.1f} s")
+    from followup_visibility.alerting import ranking
+    from followup_visibility.models import Alert
+
+    if Alert.objects.filter(severity_changes_at__isnull=True, status="open").exists():
+        # A seed from before the stored levels: store them, as the first sweep pass would.
+        moved, seconds = timed(lambda: ranking.advance(datetime.now(UTC)))
+        print(f"stored the severity levels of {moved:,} active alerts in {seconds:.1f} s")
     return info
 
 

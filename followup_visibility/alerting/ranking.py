@@ -32,7 +32,7 @@ from django.db.models import Exists, F, FloatField, Max, Min, OuterRef, QuerySet
 from django.db.models.functions import Greatest
 
 from followup_visibility.alerting import sql
-from followup_visibility.choices import AlertStatus, Status
+from followup_visibility.choices import ACTIVE_ALERT_STATUSES, AlertStatus, Status
 from followup_visibility.engine import priority, severity
 from followup_visibility.models import Alert, RegisterRow, TrackedOpportunity
 
@@ -98,9 +98,11 @@ def scored(now: datetime, base: QuerySet[TrackedOpportunity] | None = None) -> Q
 # Storing ------------------------------------------------------------------------------------
 
 
-def store(opportunity_ids: Iterable[Any], now: datetime) -> int:
+def store(opportunity_ids: Iterable[Any], now: datetime, *, every_level: bool = True) -> int:
     """Score these opportunities at ``now`` and store their rows; drop the rows of those no
-    longer listed. Three statements per :data:`CHUNK`; how many rows were stored.
+    longer listed; store their active alerts' severity levels (``every_level``; otherwise
+    only the levels whose span ended, as :func:`advance`). Four statements per
+    :data:`CHUNK`; how many rows were stored.
 
     Runs in the caller's transaction. An upsert, not a delete and an insert: two writers of
     one opportunity (a raise and a snooze) queue on its row instead of failing on its key.
@@ -109,6 +111,12 @@ def store(opportunity_ids: Iterable[Any], now: datetime) -> int:
     stored = 0
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
+        levels = Alert.objects.filter(
+            sql.among(Alert, "opportunity", chunk), status__in=ACTIVE_ALERT_STATUSES
+        )
+        if not every_level:
+            levels = levels.filter(severity.stale_q(now))
+        levels.update(**severity.stored(now, severity.opportunity_weight()))
         base = TrackedOpportunity.objects.filter(sql.among(TrackedOpportunity, "id", chunk))
         found = scored(now, base)
         rows = [
@@ -214,8 +222,18 @@ def _store_marks(marks: _Marks, now: datetime) -> None:
 # Rescoring ----------------------------------------------------------------------------------
 
 
+def advance(now: datetime) -> int:
+    """Store the severity level of the active alerts whose stored level ended by ``now``
+    (or was never stored): one statement, in proportion to the levels that ended. The sweep
+    runs it every pass; how many."""
+    return Alert.objects.filter(severity.stale_q(now), status__in=ACTIVE_ALERT_STATUSES).update(
+        **severity.stored(now, severity.opportunity_weight())
+    )
+
+
 def rescore(now: datetime, *, chunk: int = 20_000) -> int:
-    """Score every listed opportunity again at ``now``, and drop the rows of the others.
+    """Score every listed opportunity again at ``now``, and drop the rows of the others;
+    advance the alerts' levels that ended.
 
     Walks the opportunities in key order, a transaction per ``chunk`` keys: a failed chunk
     leaves the others stored, and a rerun starts over. How many rows were stored.
@@ -230,5 +248,5 @@ def rescore(now: datetime, *, chunk: int = 20_000) -> int:
             return stored
         with transaction.atomic():
             sql.no_jit()
-            stored += store(ids, now)
+            stored += store(ids, now, every_level=False)
         after = ids[-1]

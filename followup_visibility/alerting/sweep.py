@@ -264,6 +264,8 @@ def _start(now: datetime, *, full: bool, wait: bool) -> tuple[SweepRun, list[Ran
         # Conditions ("until the customer replies") are checked when the touch or change
         # arrives; a steady pass wakes only the snoozes whose time came.
         woken = lifecycle.wake_snoozed(now, conditions=full)
+        # The queue reads severity from stored levels while they hold: move those that ended.
+        ranking.advance(now)
         rules = holds.active_rules(now)
         # A steady pass looks at the rules that started or ended on their own clock since the
         # last pass (``create`` and ``end`` apply their own effects); a full one at every

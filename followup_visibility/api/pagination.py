@@ -16,6 +16,7 @@ its offset, a float exactly, an integer, a decimal). Anything else answers 400 n
 from __future__ import annotations
 
 import binascii
+import functools
 import math
 from base64 import b64decode, b64encode
 from dataclasses import dataclass
@@ -112,11 +113,16 @@ class Keyset(base.Page):
         elif cursor.moment is not None:
             raise base.invalid_cursor()
         reverse = cursor.reverse
-        position = _typed(queryset, ordering, cursor.position) if cursor.position else None
-        if position is not None:
-            queryset = queryset.filter(_beyond(ordering, position, forward=not reverse))
+        parts = self.parts(queryset)
+        position = _typed(parts[0], ordering, cursor.position) if cursor.position else None
         order = [_flip(name) for name in ordering] if reverse else list(ordering)
-        rows = list(queryset.order_by(*order)[: size + 1])
+        rows: list[Any] = []
+        for part in parts:
+            if position is not None:
+                part = part.filter(_beyond(ordering, position, forward=not reverse))
+            rows += part.order_by(*order)[: size + 1]
+        if len(parts) > 1:
+            rows = sorted(rows, key=functools.cmp_to_key(_comparison(order)))[: size + 1]
         more = len(rows) > size
         page = rows[:size]
         if reverse:
@@ -128,6 +134,13 @@ class Keyset(base.Page):
         self.page = page
         self.display_page_controls = self.has_next or self.has_previous
         return page
+
+    def parts(self, queryset: QuerySet[Any]) -> list[QuerySet[Any]]:
+        """The querysets a page is cut from: each is ordered and cut, then the rows are merged
+        in the same order. One by default; a list whose order key is read two ways (stored
+        where it holds, derived elsewhere) gives one for each, every one with the same
+        annotations."""
+        return [queryset]
 
     def get_next_link(self) -> str | None:
         if not self.has_next:
@@ -234,6 +247,20 @@ def _typed(queryset: QuerySet[Any], ordering: tuple[str, ...], raw: tuple[str, .
         )
     except (ValueError, InvalidOperation, OverflowError) as exc:
         raise base.invalid_cursor() from exc
+
+
+def _comparison(order: list[str]) -> Any:
+    """A comparison of two rows by ``order`` (``-`` for descending), for merging parts."""
+    fields = [(name.lstrip("-"), name.startswith("-")) for name in order]
+
+    def compare(a: Any, b: Any) -> int:
+        for field, descending in fields:
+            x, y = getattr(a, field), getattr(b, field)
+            if x != y:
+                return (1 if x < y else -1) if descending else (-1 if x < y else 1)
+        return 0
+
+    return compare
 
 
 def _flip(name: str) -> str:

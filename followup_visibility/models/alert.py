@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
@@ -118,12 +118,22 @@ class Alert(models.Model):
     escalation_from = models.DateTimeField(
         _("escalation counts from"), null=True, blank=True, editable=False
     )
+    # The severity it has from ``severity_since`` until ``severity_changes_at``, so that the
+    # queue can be read in severity order from an index (engine/severity.py, "Stored
+    # levels"); outside that span, or before it is first stored, severity is derived.
+    severity_level = models.PositiveSmallIntegerField(
+        _("severity level"), db_default=0, default=0, editable=False
+    )
+    severity_since = models.DateTimeField(null=True, blank=True, editable=False)
+    severity_changes_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     # The history table is written as often as the alert table; it is read per alert (``id``)
     # and by date, so the foreign keys' copies go unindexed there.
     history = HistoricalRecords(
         # Who made a change is audit data, set through the ORM: no per-row database check.
         user_db_constraint=False,
+        # A cache of the derived severity, moved by the clock: not a change anyone made.
+        excluded_fields=["severity_level", "severity_since", "severity_changes_at"],
         no_db_index=[
             "opportunity",
             "acknowledged_by",
@@ -148,9 +158,23 @@ class Alert(models.Model):
                 fields=["opportunity", "signal", "episode_at"], name="fv_alert_one_per_episode"
             ),
         ]
-        # No index on ``due_at``: nothing reads active alerts by due time alone (the register
-        # ranks by severity, derived per row), and each index is an entry per raised alert.
+        # No index on ``due_at`` alone: nothing reads active alerts by due time alone, and
+        # each index is an entry per raised alert.
         indexes = [
+            # The queue's order: most severe first (as stored), then the earliest due.
+            models.Index(
+                F("severity_level").desc(),
+                "due_at",
+                "id",
+                condition=Q(status__in=ACTIVE_ALERT_STATUSES),
+                name="fv_alert_queue",
+            ),
+            # Each pass moves the stored levels whose span ended (few per pass).
+            models.Index(
+                fields=["severity_changes_at"],
+                condition=Q(status__in=ACTIVE_ALERT_STATUSES),
+                name="fv_alert_level_ends",
+            ),
             # Raised alerts have no escalation time until it is planned: no entry until then.
             models.Index(
                 fields=["escalate_at"],

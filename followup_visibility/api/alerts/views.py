@@ -24,7 +24,7 @@ from followup_visibility.api.alerts.bulk import (
     perform_in_groups,
 )
 from followup_visibility.api.alerts.filters import AlertFilter
-from followup_visibility.api.alerts.pages import BySeverity, ranked
+from followup_visibility.api.alerts.pages import BySeverity
 from followup_visibility.api.alerts.parameters import Dismiss, Reassign, Resolve, Snooze, Suppress
 from followup_visibility.api.alerts.serializers import AlertSerializer
 from followup_visibility.api.errors import responses
@@ -61,7 +61,7 @@ class AlertViewSet(base.ApiViewSet):
         if self.schema_only:
             return Alert.objects.none()
         scoped = access.alerts_for(self.request.user).select_related(*RELATED)
-        return ranked(severity.annotate(scoped, self.now))
+        return severity.annotate(scoped, self.now)
 
     def get_object(self) -> Alert:
         # Scoped, not filtered: the list's default status filter must not hide a closed
