@@ -151,7 +151,8 @@ class SnoozeCondition(models.TextChoices):
 
 
 class Severity(models.IntegerChoices):
-    """Derived when read from how late an alert is (see engine/severity.py); never stored."""
+    """Derived when read from how late an alert is (see engine/severity.py); the queue also
+    reads it from a stored level while that level holds."""
 
     LOW = 1, _("Low")
     MEDIUM = 2, _("Medium")

@@ -101,7 +101,7 @@ def scored(now: datetime, base: QuerySet[TrackedOpportunity] | None = None) -> Q
 def store(opportunity_ids: Iterable[Any], now: datetime, *, every_level: bool = True) -> int:
     """Score these opportunities at ``now`` and store their rows; drop the rows of those no
     longer listed; store their active alerts' severity levels (``every_level``; otherwise
-    only the levels whose span ended, as :func:`advance`). Four statements per
+    only those that differ from what is stored). Four statements per
     :data:`CHUNK`; how many rows were stored.
 
     Runs in the caller's transaction. An upsert, not a delete and an insert: two writers of
@@ -114,9 +114,14 @@ def store(opportunity_ids: Iterable[Any], now: datetime, *, every_level: bool = 
         levels = Alert.objects.filter(
             sql.among(Alert, "opportunity", chunk), status__in=ACTIVE_ALERT_STATUSES
         )
+        values = severity.stored(now, severity.opportunity_weight())
         if not every_level:
-            levels = levels.filter(severity.stale_q(now))
-        levels.update(**severity.stored(now, severity.opportunity_weight()))
+            # Rewrite only the levels that differ: those that ended, and any a write made
+            # around the app left wrong (a weight changed without a refresh, say).
+            levels = levels.alias(**{f"fv_{k}": v for k, v in values.items()}).exclude(
+                **{k: F(f"fv_{k}") for k in values}
+            )
+        levels.update(**values)
         base = TrackedOpportunity.objects.filter(sql.among(TrackedOpportunity, "id", chunk))
         found = scored(now, base)
         rows = [
@@ -233,7 +238,7 @@ def advance(now: datetime) -> int:
 
 def rescore(now: datetime, *, chunk: int = 20_000) -> int:
     """Score every listed opportunity again at ``now``, and drop the rows of the others;
-    advance the alerts' levels that ended.
+    store the alerts' severity levels that differ (ended, or left wrong).
 
     Walks the opportunities in key order, a transaction per ``chunk`` keys: a failed chunk
     leaves the others stored, and a rerun starts over. How many rows were stored.

@@ -1,8 +1,8 @@
 """Severity: how far past due an alert is, relative to its SLA and the segment's intent.
 
-Severity is derived when read, never stored: moving a label on hundreds of thousands of rows
-every pass would cost more than the rest of the sweep. :func:`severity_of` computes it in
-Python, :func:`annotate` in SQL (so lists can filter and order by it); both compare
+Severity is derived when read: moving a label on hundreds of thousands of rows every pass
+would cost more than the rest of the sweep. :func:`severity_of` computes it in Python,
+:func:`annotate` in SQL (so lists can filter and order by it); both compare
 
     lateness x intent_weight  <  threshold x span
 

@@ -108,7 +108,8 @@ class Alert(models.Model):
         db_constraint=False,
     )
 
-    # Escalation is stored (it triggers actions); severity is derived when read.
+    # Escalation is stored (it triggers actions); severity is derived when read (the stored
+    # level below only lets the queue read it from an index while it holds).
     escalation_level = models.PositiveSmallIntegerField(_("escalation level"), default=0)
     #: When the next level fires if nobody acknowledges; null when no level is left.
     escalate_at = models.DateTimeField(_("next escalation"), null=True, blank=True)

@@ -63,5 +63,5 @@ class AlertFilter(django_filters.FilterSet):
     def with_severity(self, queryset: QuerySet[Any], name: str, value: list[str]) -> QuerySet[Any]:
         if not value:
             return queryset
-        # On the annotation ``get_queryset`` adds: severity is derived, never stored.
+        # On the annotation ``get_queryset`` adds: the derived severity at the page's moment.
         return queryset.filter(Q(severity__in=[int(SEVERITY_NAMES[v]) for v in value]))
