@@ -146,6 +146,10 @@ def test_the_queue_is_in_derived_order_at_every_moment_stored_or_not(
     for moment in moments:
         assert [pk for pk, _s in served(api, world, moment)] == expected(moment), moment
         fresh = Alert.objects.filter(severity.fresh_q(moment), status__in=ACTIVE_ALERT_STATUSES)
+        unfresh = Alert.objects.filter(severity.unfresh_q(moment), status__in=ACTIVE_ALERT_STATUSES)
+        # The two parts the queue reads split the active alerts: none twice, none left out.
+        assert not fresh.filter(pk__in=unfresh.values("pk")).exists()
+        assert fresh.count() + unfresh.count() == len(active())
         fresh_seen += fresh.count()
         stale_seen += len(active()) - fresh.count()
     # Both parts took part.

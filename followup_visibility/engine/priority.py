@@ -66,9 +66,12 @@ def level(raw: float, half: float) -> float:
     return 1.0 - half / (max(raw, 0.0) + half)
 
 
-def explain(raw: Mapping[str, float]) -> tuple[float, dict[str, Factor]]:
-    """The score (0 to 100) and the factors of a row whose raw factor values are ``raw``."""
-    w, halves = weights(), half_points()
+def explain(
+    raw: Mapping[str, float], settings: tuple[dict[str, float], dict[str, float]] | None = None
+) -> tuple[float, dict[str, Factor]]:
+    """The score (0 to 100) and the factors of a row whose raw factor values are ``raw``;
+    ``settings``: :func:`weights` and :func:`half_points`, read once for many rows."""
+    w, halves = settings or (weights(), half_points())
     levels = {name: level(raw[name], halves[name]) for name in FACTORS}
     # Term for term and in the order :func:`score_expression` adds them, so that the score
     # shown is the score ranked by, to the last bit.

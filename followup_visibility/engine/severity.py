@@ -315,6 +315,13 @@ def stale_q(now: datetime) -> Q:
     return Q(severity_changes_at__lte=now) | Q(severity_changes_at__isnull=True)
 
 
+def unfresh_q(now: datetime) -> Q:
+    """Alerts whose stored level is not their severity at ``now``: it ended, was never
+    stored, or began after ``now`` (an earlier moment a cursor keeps). The complement of
+    :func:`fresh_q`, written so that each arm has an index."""
+    return stale_q(now) | Q(severity_since__gt=now)
+
+
 def annotate(queryset: QuerySet[Alert], now: datetime) -> QuerySet[Alert]:
     """``queryset`` with an integer ``severity`` (a :class:`Severity` value, or null) at ``now``."""
     return queryset.annotate(severity=expression(now))

@@ -170,11 +170,17 @@ class Alert(models.Model):
                 condition=Q(status__in=ACTIVE_ALERT_STATUSES),
                 name="fv_alert_queue",
             ),
-            # Each pass moves the stored levels whose span ended (few per pass).
+            # Each pass moves the stored levels whose span ended (few per pass); the queue
+            # derives those, and those whose span began after its moment.
             models.Index(
                 fields=["severity_changes_at"],
                 condition=Q(status__in=ACTIVE_ALERT_STATUSES),
                 name="fv_alert_level_ends",
+            ),
+            models.Index(
+                fields=["severity_since"],
+                condition=Q(status__in=ACTIVE_ALERT_STATUSES),
+                name="fv_alert_level_starts",
             ),
             # Raised alerts have no escalation time until it is planned: no entry until then.
             models.Index(

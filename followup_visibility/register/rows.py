@@ -35,7 +35,7 @@ from followup_visibility.choices import (
 from followup_visibility.engine import access, priority, severity
 from followup_visibility.engine.business_time import business_time_between
 from followup_visibility.engine.calendars import TeamCalendars
-from followup_visibility.models import Alert, Suppression, TrackedOpportunity
+from followup_visibility.models import Alert, Segment, Suppression, TrackedOpportunity
 
 LISTING = ranking.LISTING
 
@@ -151,16 +151,13 @@ class Row:
 
 def rows(page: Sequence[TrackedOpportunity], now: datetime) -> list[Row]:
     """Complete a page of :func:`unfollowed`: alerts, reasons, age in business time and the
-    factor shares. Three queries and the calendars', whatever the page's length."""
+    factor shares. Two queries (the alerts, the configuration's generation), and a third for
+    the segments' weights unless the page selected its segments, whatever its length."""
     if not page:
         return []
     alerts: dict[Any, list[Alert]] = defaultdict(list)
     listed = (
-        severity.annotate(
-            Alert.objects.filter(opportunity_id__in=[o.pk for o in page], status__in=LISTING),
-            now,
-        )
-        .select_related(None)
+        Alert.objects.filter(opportunity_id__in=[o.pk for o in page], status__in=LISTING)
         # What a row shows of its alerts: an alert has some thirty columns.
         .only(
             "opportunity_id",
@@ -172,11 +169,32 @@ def rows(page: Sequence[TrackedOpportunity], now: datetime) -> list[Row]:
             "clock_start",
             "sla",
         )
-        .order_by("opportunity_id", "-severity", "due_at", "pk")
+        .order_by()
     )
+    # Severity in Python, as ``severity.severity_of`` derives it (to the last bit, like the
+    # SQL): the page's few alerts need no SQL expression. The segments' weights come with
+    # the page when it selected its segments, else in one small query.
+    loaded = all(TrackedOpportunity.segment.is_cached(o) for o in page)
+    segments = {o.segment_id for o in page if o.segment_id is not None}
+    weights: dict[Any, Any] = (
+        {o.segment_id: o.segment.intent_weight for o in page if o.segment is not None}
+        if loaded
+        else dict(Segment.objects.filter(pk__in=segments).values_list("pk", "intent_weight"))
+    )
+    weight_of = {o.pk: weights.get(o.segment_id, 1) if o.segment_id else 1 for o in page}
     for alert in listed:
+        alert.severity = severity.severity_of(
+            due_at=alert.due_at,
+            clock_start=alert.clock_start,
+            sla=alert.sla,
+            now=now,
+            intent_weight=weight_of[alert.opportunity_id],
+        )
         alerts[alert.opportunity_id].append(alert)
+    for mine in alerts.values():
+        mine.sort(key=lambda a: (-(a.severity or 0), a.due_at, a.pk))  # type: ignore[attr-defined]
     calendars = TeamCalendars.current()
+    settings = (priority.weights(), priority.half_points())
     result = []
     for opportunity in page:
         raw = {
@@ -185,7 +203,7 @@ def rows(page: Sequence[TrackedOpportunity], now: datetime) -> list[Row]:
             "lateness": float(opportunity.fv_lateness or 0),  # type: ignore[attr-defined]
             "age": float(opportunity.fv_age),  # type: ignore[attr-defined]
         }
-        score, factors = priority.explain(raw)
+        score, factors = priority.explain(raw, settings)
         mine = alerts.get(opportunity.pk, [])
         level = opportunity.fv_severity  # type: ignore[attr-defined]
         result.append(

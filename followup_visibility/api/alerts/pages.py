@@ -38,5 +38,7 @@ class BySeverity(Keyset):
         return [
             queryset.filter(fresh).annotate(fv_rank=F("severity_level")),
             # ``severity``: the derived annotation the view adds; 0 for one not yet due.
-            queryset.exclude(fresh).annotate(fv_rank=Coalesce(F("severity"), Value(0))),
+            queryset.filter(severity.unfresh_q(now)).annotate(
+                fv_rank=Coalesce(F("severity"), Value(0))
+            ),
         ]
