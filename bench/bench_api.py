@@ -383,10 +383,12 @@ def prepare(name: str, n: int, rebuild: bool) -> dict[str, Any]:
     from followup_visibility.alerting import ranking
     from followup_visibility.models import Alert
 
-    if Alert.objects.filter(severity_changes_at__isnull=True, status="open").exists():
-        # A seed from before the stored levels: store them, as the first sweep pass would.
+    if ranking.ended(datetime.now(UTC), 1):
+        # A seed from before the stored levels: store them, as the first sweep pass would,
+        # then let autovacuum's work (the old row versions, the statistics) be done.
         moved, seconds = timed(lambda: ranking.advance(datetime.now(UTC)))
         print(f"stored the severity levels of {moved:,} active alerts in {seconds:.1f} s")
+        run_sql(f"VACUUM ANALYZE {table(Alert)}")
     return info
 
 

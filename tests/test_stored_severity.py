@@ -21,6 +21,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from followup_visibility.alerting import ranking, sweep
+from followup_visibility.api.alerts import pages
 from followup_visibility.choices import ACTIVE_ALERT_STATUSES
 from followup_visibility.engine import severity
 from followup_visibility.models import Alert, Segment
@@ -88,7 +89,7 @@ def test_the_sweep_advances_only_the_levels_that_ended(world: World) -> None:
     ended = {a.pk for a in active() if a.severity_changes_at <= later}  # type: ignore[operator]
     assert ended and ended != {a.pk for a in active()}
     kept = {a.pk: a.severity_changes_at for a in active() if a.pk not in ended}
-    assert ranking.advance(later) == len(ended)
+    assert ranking.advance(later, batch=2) == len(ended)  # in batches of two
     derived = derived_at(later)
     for alert in active():
         assert alert.severity_level == derived[alert.pk]
@@ -179,3 +180,14 @@ def test_the_rescore_repairs_a_level_a_write_left_wrong(world: World) -> None:
     assert wrong
     ranking.rescore(NOW)
     assert all(a.severity_level == derived[a.pk] for a in active())
+
+
+def test_the_queue_derives_every_ended_level_as_a_set_past_the_lookup_limit(
+    api: Api, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an upgrade, before the first pass, every level has ended: too many to look up
+    by key, the list filters them as a set, in the same order."""
+    monkeypatch.setattr(pages, "ENDED_BY_KEY", 1)
+    moment = NOW + 40 * HOUR
+    assert len(ranking.ended(moment, 10)) > 1
+    assert [pk for pk, _s in served(api, world, moment)] == expected(moment)

@@ -227,13 +227,29 @@ def _store_marks(marks: _Marks, now: datetime) -> None:
 # Rescoring ----------------------------------------------------------------------------------
 
 
-def advance(now: datetime) -> int:
-    """Store the severity level of the active alerts whose stored level ended by ``now``
-    (or was never stored): one statement, in proportion to the levels that ended. The sweep
-    runs it every pass; how many."""
-    return Alert.objects.filter(severity.stale_q(now), status__in=ACTIVE_ALERT_STATUSES).update(
-        **severity.stored(now, severity.opportunity_weight())
+def ended(now: datetime, limit: int) -> list[int]:
+    """Up to ``limit`` active alerts whose stored level ended by ``now``, in the order of its
+    end: a range of the ``fv_alert_level_ends`` index. (As a filter, PostgreSQL judged it
+    from the whole table, where closed alerts' levels all ended, and scanned the table.)"""
+    return list(
+        Alert.objects.filter(severity.stale_q(now), status__in=ACTIVE_ALERT_STATUSES)
+        .order_by("severity_changes_at")
+        .values_list("pk", flat=True)[:limit]
     )
+
+
+def advance(now: datetime, *, batch: int = 5000) -> int:
+    """Store the severity level of the active alerts whose stored level ended by ``now``
+    (or was never stored): two statements per ``batch``, in proportion to the levels that
+    ended. The sweep runs it every pass; how many."""
+    moved = 0
+    while ids := ended(now, batch):
+        moved += Alert.objects.filter(sql.among(Alert, "id", ids)).update(
+            **severity.stored(now, severity.opportunity_weight())
+        )
+        if len(ids) < batch:
+            break
+    return moved
 
 
 def rescore(now: datetime, *, chunk: int = 20_000) -> int:

@@ -119,6 +119,31 @@ class Ranked(Keyset):
         return parameters
 
 
+def stamper(field: Any) -> Any:
+    """A function writing a datetime as ``field`` does (ISO 8601 in the current zone, ``Z``
+    for UTC), with the zone looked up once for a page rather than per value; DRF's own
+    method for another format the host configured."""
+    output = getattr(field, "format", drf_settings.DATETIME_FORMAT)
+    if output is None or output.lower() != ISO_8601:
+        return field.to_representation
+    zone = field.default_timezone() if settings.USE_TZ else None
+
+    def stamp(value: datetime) -> str:
+        if zone is not None:
+            value = value.astimezone(zone)
+        text = value.isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+    return stamp
+
+
+def user_ref(user: Any) -> dict[str, Any] | None:
+    """A user as :class:`OwnerSerializer` writes one."""
+    if user is None:
+        return None
+    return {"id": user.pk, "username": user.get_username(), "name": user.get_full_name()}
+
+
 class Named(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     name = serializers.CharField()
@@ -229,13 +254,7 @@ class RowSerializer(serializers.Serializer[Any]):
             "id": opportunity.pk,
             "title": str(opportunity),
             "stage": opportunity.stage,
-            "owner": None
-            if owner is None
-            else {
-                "id": owner.pk,
-                "username": owner.get_username(),
-                "name": owner.get_full_name(),
-            },
+            "owner": user_ref(owner),
             "owner_confirmed": opportunity.owner_confirmed,
             "team": None if team is None else {"id": team.pk, "name": team.name},
             "segment": None if segment is None else {"code": segment.code, "name": segment.name},
@@ -281,25 +300,9 @@ class RowSerializer(serializers.Serializer[Any]):
         return data
 
     def _stamp(self) -> Any:
-        """A datetime as DRF writes it (ISO 8601 in the current zone, ``Z`` for UTC), with
-        the zone looked up once for the page rather than per value."""
         found = getattr(self, "_stamp_of", None)
-        if found is not None:
-            return found
-        field = self.fields["arrived_at"]
-        output = getattr(field, "format", drf_settings.DATETIME_FORMAT)
-        if output is None or output.lower() != ISO_8601:
-            found = field.to_representation  # a format of the host's: DRF's own way
-        else:
-            zone = field.default_timezone() if settings.USE_TZ else None  # type: ignore[attr-defined]
-
-            def found(value: datetime) -> str:
-                if zone is not None:
-                    value = value.astimezone(zone)
-                text = value.isoformat()
-                return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-        self._stamp_of = found
+        if found is None:
+            found = self._stamp_of = stamper(self.fields["arrived_at"])
         return found
 
     def get_age_business_hours(self, row: register.Row) -> float:

@@ -44,6 +44,7 @@ from django.db.models.lookups import GreaterThan, LessThan
 from followup_visibility.choices import Severity
 from followup_visibility.conf import app_settings
 from followup_visibility.models import Alert, TrackedOpportunity
+from followup_visibility.models.alert import LEVEL_ENDED
 
 #: The span used when the SLA has no length in wall time and no length at all (detection
 #: signals with zero grace): lateness is then measured in hours.
@@ -211,7 +212,7 @@ def expression(now: datetime, weight: Any = None) -> Case:
 
 #: The end of the last level (critical), and the start of the first (not yet due).
 NEVER = datetime(9999, 1, 1, tzinfo=UTC)
-FAR_PAST = datetime(1970, 1, 1, tzinfo=UTC)
+FAR_PAST = LEVEL_ENDED
 #: Each stored span is shortened by this much at both ends, so that a rounding of the
 #: crossing instant (float microseconds) never makes a stored level wrong: near an end the
 #: level is derived instead.
@@ -311,15 +312,20 @@ def fresh_q(now: datetime) -> Q:
 
 
 def stale_q(now: datetime) -> Q:
-    """Alerts whose stored level has ended by ``now``, or was never stored."""
-    return Q(severity_changes_at__lte=now) | Q(severity_changes_at__isnull=True)
+    """Alerts whose stored level has ended by ``now`` (or was never stored: it ended at
+    ``LEVEL_ENDED``)."""
+    return Q(severity_changes_at__lte=now)
+
+
+def began_after_q(now: datetime) -> Q:
+    """Alerts whose stored level began after ``now`` (an earlier moment a cursor keeps)."""
+    return Q(severity_since__gt=now)
 
 
 def unfresh_q(now: datetime) -> Q:
-    """Alerts whose stored level is not their severity at ``now``: it ended, was never
-    stored, or began after ``now`` (an earlier moment a cursor keeps). The complement of
-    :func:`fresh_q`, written so that each arm has an index."""
-    return stale_q(now) | Q(severity_since__gt=now)
+    """Alerts whose stored level is not their severity at ``now``: the complement of
+    :func:`fresh_q`."""
+    return stale_q(now) | began_after_q(now)
 
 
 def annotate(queryset: QuerySet[Alert], now: datetime) -> QuerySet[Alert]:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
@@ -15,6 +17,9 @@ from followup_visibility.choices import (
     SnoozeCondition,
 )
 from followup_visibility.querysets import AlertQuerySet, SuppressionQuerySet
+
+#: The span of a severity level not stored yet: it ended long ago (engine/severity.py).
+LEVEL_ENDED = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Alert(models.Model):
@@ -125,8 +130,14 @@ class Alert(models.Model):
     severity_level = models.PositiveSmallIntegerField(
         _("severity level"), db_default=0, default=0, editable=False
     )
-    severity_since = models.DateTimeField(null=True, blank=True, editable=False)
-    severity_changes_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Not null: a level not stored yet ended long ago (``LEVEL_ENDED``), so that "ended by
+    # now" is one range of one index, for the planner as for the sweep.
+    severity_since = models.DateTimeField(
+        db_default=LEVEL_ENDED, default=LEVEL_ENDED, editable=False
+    )
+    severity_changes_at = models.DateTimeField(
+        db_default=LEVEL_ENDED, default=LEVEL_ENDED, editable=False
+    )
 
     # The history table is written as often as the alert table; it is read per alert (``id``)
     # and by date, so the foreign keys' copies go unindexed there.

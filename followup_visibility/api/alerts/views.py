@@ -36,6 +36,37 @@ from followup_visibility.models import Alert
 #: The related rows one alert is shown with (one query per page).
 RELATED = ("opportunity__owner", "opportunity__team", "opportunity__segment", "acknowledged_by")
 
+#: The columns a listed alert shows, with its opportunity's, team's and segment's (the
+#: list's ``only``: a tracked opportunity has some fifty columns). The owner and whoever
+#: acknowledged are the host's user model, loaded whole: its name methods may read any field.
+LISTED = (
+    "signal",
+    "status",
+    "due_at",
+    "raised_at",
+    "episode_at",
+    "sla",
+    "escalation_level",
+    "acknowledged_at",
+    "acknowledged_by",
+    "snoozed_at",
+    "snoozed_until",
+    "snooze_condition",
+    "snooze_reason",
+    "dismissed_at",
+    "dismissed_reason",
+    "resolved_at",
+    "resolution",
+    "resolution_note",
+    "opportunity__title",
+    "opportunity__content_type_id",
+    "opportunity__object_pk",
+    "opportunity__owner",
+    "opportunity__team__name",
+    "opportunity__segment__code",
+    "opportunity__segment__name",
+)
+
 _CHANGE = [base.requires(*ACTIONS["acknowledge"].permissions)]
 
 
@@ -76,7 +107,7 @@ class AlertViewSet(base.ApiViewSet):
 
     @base.document(responses={200: AlertSerializer(many=True), **responses(400, 401)})
     def list(self, request: Request) -> Response:
-        queryset = self.filter_queryset(self.get_queryset())
+        queryset = self.filter_queryset(self.get_queryset()).only(*LISTED)
         page = self.paginate_queryset(queryset)
         assert page is not None
         return self.get_paginated_response(AlertSerializer(page, many=True).data)
