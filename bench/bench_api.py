@@ -386,7 +386,7 @@ def prepare(name: str, n: int, rebuild: bool) -> dict[str, Any]:
     if ranking.ended(datetime.now(UTC), 1):
         # A seed from before the stored levels: store them, as the first sweep pass would,
         # then let autovacuum's work (the old row versions, the statistics) be done.
-        moved, seconds = timed(lambda: ranking.advance(datetime.now(UTC)))
+        moved, seconds = timed(lambda: ranking.advance(datetime.now(UTC), batches=None))
         print(f"stored the severity levels of {moved:,} active alerts in {seconds:.1f} s")
         run_sql(f"VACUUM ANALYZE {table(Alert)}")
     return info

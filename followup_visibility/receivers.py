@@ -10,7 +10,7 @@ from django.db.models.signals import m2m_changed, post_delete, post_save, pre_sa
 from django.utils import timezone
 
 from followup_visibility import tasks
-from followup_visibility.alerting import escalation, notifications, outbox
+from followup_visibility.alerting import escalation, notifications, outbox, ranking
 from followup_visibility.config import calendars, generation, recompute
 from followup_visibility.ingest import crm
 from followup_visibility.models import (
@@ -48,6 +48,7 @@ def connect() -> None:
     # The work the outbox carries, by kind.
     outbox.register(recompute.PLAN, recompute.drain_plan)
     outbox.register(recompute.RANGE, recompute.drain_range)
+    outbox.register(ranking.RANGE, ranking.drain_range)
     outbox.register(notifications.EMAIL, notifications.send_email, atomic=False)
     outbox.ready.connect(on_outbox_ready, dispatch_uid=f"{_UID}.outbox")
     for model in _CACHED_CONFIGURATION:

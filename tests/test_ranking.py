@@ -21,11 +21,11 @@ from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 
 from example_project.crm.models import Deal
-from followup_visibility.alerting import lifecycle, ranking, sweep
+from followup_visibility.alerting import lifecycle, outbox, ranking, sweep
 from followup_visibility.choices import AlertStatus, Channel, Direction
 from followup_visibility.ingest.crm import sync_objects
 from followup_visibility.ingest.touches import record_touch
-from followup_visibility.models import Alert, RegisterRow, TrackedOpportunity
+from followup_visibility.models import Alert, OutboxMessage, RegisterRow, TrackedOpportunity
 from followup_visibility.register import rows as register
 from tests.test_register import HOUR, LISTED, NOW, World, build
 
@@ -199,3 +199,24 @@ def test_rows_are_scored_at_the_moment_they_are_stored(world: World) -> None:
     row = RegisterRow.objects.get(opportunity_id=world.opps["hot"])
     (live,) = [e for e in scored_live(later) if e[0] == world.opps["hot"]]
     assert (row.scored_at, row.score, row.lateness) == (later, live[1], live[2])
+
+
+def test_a_large_change_ranks_in_the_outbox(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond SYNC_LIMIT opportunities, a change enqueues ranges instead of storing them in
+    its own transaction; draining the outbox stores them as the change would have."""
+    monkeypatch.setattr(ranking, "SYNC_LIMIT", 2)
+    monkeypatch.setattr(ranking, "RANGE_KEYS", 3)
+    RegisterRow.objects.all().delete()
+    ids = list(TrackedOpportunity.objects.values_list("pk", flat=True))
+    with transaction.atomic(), ranking.batched(NOW):
+        ranking.mark(ids, NOW)
+    assert not RegisterRow.objects.exists()
+    ranges = OutboxMessage.objects.filter(kind=ranking.RANGE)
+    assert ranges.filter(done_at__isnull=True).count() == -(-len(ids) // 3)
+    done = outbox.drain(clock=lambda: NOW, kinds=[ranking.RANGE])
+    assert done.done == ranges.count() and not ranges.filter(done_at__isnull=True).exists()
+    assert_in_step()
+    # A small change still stores at once.
+    RegisterRow.objects.filter(opportunity_id=world.opps["hot"]).delete()
+    ranking.mark([world.opps["hot"]], NOW)
+    assert RegisterRow.objects.filter(opportunity_id=world.opps["hot"]).exists()

@@ -20,7 +20,7 @@ that again when it is read (:func:`followup_visibility.register.rows.unfollowed`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -31,7 +31,7 @@ from django.db import transaction
 from django.db.models import Exists, F, FloatField, Max, Min, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Greatest
 
-from followup_visibility.alerting import sql
+from followup_visibility.alerting import outbox, sql
 from followup_visibility.choices import ACTIVE_ALERT_STATUSES, AlertStatus, Status
 from followup_visibility.engine import priority, severity
 from followup_visibility.models import Alert, RegisterRow, TrackedOpportunity
@@ -41,6 +41,14 @@ LISTING = (AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED)
 
 #: Opportunities stored per statement: the ``ANY`` array and the upsert stay small.
 CHUNK = 5000
+#: A change that marks more opportunities than this (a first or full pass over a backlog, a
+#: recompute of a whole range) ranks them in the outbox instead, in ranges of
+#: :data:`RANGE_KEYS` keys: its own transaction stays in proportion to what a person waits
+#: for, and the register catches up as the outbox drains.
+SYNC_LIMIT = 2000
+RANGE_KEYS = 20_000
+#: The outbox kind of a range to rank.
+RANGE = "followup_visibility.ranking.range"
 
 _STORED = ("team", "owner", "score", "intent", "value", "lateness", "age", "severity", "since")
 
@@ -194,12 +202,13 @@ def batched(now: datetime) -> Iterator[None]:
 
 
 def mark(opportunity_ids: Iterable[Any], now: datetime) -> None:
-    """What these opportunities owe changed: store their rows (at the end of a batch)."""
+    """What these opportunities owe changed: store their rows (at the end of a batch; in
+    the outbox beyond :data:`SYNC_LIMIT`)."""
     marks = _pending.get()
     if marks is not None:
         marks.opportunities.update(opportunity_ids)
     else:
-        store(opportunity_ids, now)
+        _store_marks(_Marks(opportunities=set(opportunity_ids)), now)
 
 
 def mark_alerts(alert_ids: Iterable[int], now: datetime) -> None:
@@ -220,8 +229,29 @@ def _store_marks(marks: _Marks, now: datetime) -> None:
             .values_list("opportunity_id", flat=True)
             .distinct()
         )
-    if ids:
+    if len(ids) > SYNC_LIMIT:
+        defer(ids, now)
+    elif ids:
         store(ids, now)
+
+
+def defer(opportunity_ids: Iterable[Any], now: datetime) -> None:
+    """Rank these opportunities in the outbox, a message per range of keys."""
+    ids = sorted(set(opportunity_ids))
+    ranges = [
+        {"first": ids[start], "last": ids[min(start + RANGE_KEYS, len(ids)) - 1]}
+        for start in range(0, len(ids), RANGE_KEYS)
+    ]
+    outbox.enqueue(RANGE, ranges, now=now)
+
+
+def drain_range(payload: Mapping[str, Any], now: datetime) -> None:
+    """The outbox work of a range: store its opportunities' rows and levels at ``now``."""
+    sql.no_jit()
+    ids = TrackedOpportunity.objects.filter(
+        pk__gte=payload["first"], pk__lte=payload["last"]
+    ).values_list("pk", flat=True)
+    store(list(ids), now)
 
 
 # Rescoring ----------------------------------------------------------------------------------
@@ -238,16 +268,19 @@ def ended(now: datetime, limit: int) -> list[int]:
     )
 
 
-def advance(now: datetime, *, batch: int = 5000) -> int:
+def advance(now: datetime, *, batch: int = 5000, batches: int | None = 10) -> int:
     """Store the severity level of the active alerts whose stored level ended by ``now``
     (or was never stored): two statements per ``batch``, in proportion to the levels that
-    ended. The sweep runs it every pass; how many."""
-    moved = 0
+    ended, at most ``batches`` of them (``None``: all). The sweep runs it every pass; a
+    backlog (the first pass after an upgrade, a large raise the outbox has not ranked yet)
+    is moved over several passes, and the queue derives the rest meanwhile. How many."""
+    moved, done = 0, 0
     while ids := ended(now, batch):
         moved += Alert.objects.filter(sql.among(Alert, "id", ids)).update(
             **severity.stored(now, severity.opportunity_weight())
         )
-        if len(ids) < batch:
+        done += 1
+        if len(ids) < batch or (batches is not None and done >= batches):
             break
     return moved
 
