@@ -20,6 +20,7 @@ that again when it is read (:func:`followup_visibility.register.rows.unfollowed`
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -109,55 +110,66 @@ def scored(now: datetime, base: QuerySet[TrackedOpportunity] | None = None) -> Q
 def store(opportunity_ids: Iterable[Any], now: datetime, *, every_level: bool = True) -> int:
     """Score these opportunities at ``now`` and store their rows; drop the rows of those no
     longer listed; store their active alerts' severity levels (``every_level``; otherwise
-    only those that differ from what is stored). Four statements per
+    only those that differ from what is stored). Two reads and at most three writes per
     :data:`CHUNK`; how many rows were stored.
+
+    The score is computed in Python from the opportunities and their alerts, operation for
+    operation as :func:`scored` computes it in SQL (``engine/priority.py``, ``severity``),
+    so the stored register is the live one to the last bit: building that SQL cost more
+    than running it for the few rows a change marks.
 
     Runs in the caller's transaction. An upsert, not a delete and an insert: two writers of
     one opportunity (a raise and a snooze) queue on its row instead of failing on its key.
     """
     ids = sorted(set(opportunity_ids))
+    settings = (priority.weights(), priority.half_points())
     stored = 0
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
-        levels = Alert.objects.filter(
-            sql.among(Alert, "opportunity", chunk), status__in=ACTIVE_ALERT_STATUSES
-        )
-        values = severity.stored(now, severity.opportunity_weight())
-        if not every_level:
-            # Rewrite only the levels that differ: those that ended, and any a write made
-            # around the app left wrong (a weight changed without a refresh, say).
-            levels = levels.alias(**{f"fv_{k}": v for k, v in values.items()}).exclude(
-                **{k: F(f"fv_{k}") for k in values}
+        opportunities = {
+            pk: rest
+            for pk, *rest in TrackedOpportunity.objects.filter(
+                sql.among(TrackedOpportunity, "id", chunk)
             )
-        levels.update(**values)
-        base = TrackedOpportunity.objects.filter(sql.among(TrackedOpportunity, "id", chunk))
-        found = scored(now, base)
-        rows = [
-            RegisterRow(
-                opportunity_id=row["pk"],
-                team_id=row["team_id"],
-                owner_id=row["owner_id"],
-                score=row["fv_score"],
-                intent=row["fv_intent"],
-                value=row["fv_value"],
-                lateness=row["fv_lateness"] or 0.0,
-                age=row["fv_age"],
-                severity=row["fv_severity"],
-                since=row["fv_since"],
-                scored_at=now,
-            )
-            for row in found.order_by().values(
+            .order_by()
+            .values_list(
                 "pk",
+                "status",
                 "team_id",
                 "owner_id",
-                "fv_score",
-                "fv_intent",
-                "fv_value",
-                "fv_lateness",
-                "fv_age",
-                "fv_severity",
-                "fv_since",
+                "value",
+                "arrived_at",
+                "segment__intent_weight",
             )
+        }
+        alerts = (
+            Alert.objects.filter(
+                sql.among(Alert, "opportunity", chunk), status__in=ACTIVE_ALERT_STATUSES
+            )
+            .order_by()
+            .values_list(
+                "pk", "opportunity_id", "status", "due_at", "clock_start", "sla", *_LEVEL_FIELDS
+            )
+        )
+        listing: dict[Any, list[tuple[Any, ...]]] = defaultdict(list)
+        levels: dict[Any, dict[str, Any]] = {}
+        for pk, opportunity_id, status, due_at, clock_start, sla, *kept in alerts:
+            weight = _weight(opportunities[opportunity_id][5])
+            level = severity.level_span(
+                due_at=due_at, clock_start=clock_start, sla=sla, now=now, intent_weight=weight
+            )
+            # With ``every_level`` off (the rescore), only the levels that differ are
+            # written: those that ended, and any a write around the app left wrong (a
+            # weight changed without a refresh, say).
+            if every_level or level != tuple(kept):
+                levels[pk] = dict(zip(_LEVEL_FIELDS, level, strict=True))
+            if status in LISTING:
+                listing[opportunity_id].append((due_at, clock_start, sla))
+        sql.update_rows(Alert, levels, _LEVEL_FIELDS)
+        rows = [
+            _row(pk, opportunities[pk], listing[pk], now, settings)
+            for pk in chunk
+            if pk in opportunities and opportunities[pk][0] == Status.OPEN and listing.get(pk)
         ]
         if rows:
             RegisterRow.objects.bulk_create(
@@ -171,6 +183,53 @@ def store(opportunity_ids: Iterable[Any], now: datetime, *, every_level: bool = 
             RegisterRow.objects.filter(sql.among(RegisterRow, "opportunity", gone)).delete()
         stored += len(rows)
     return stored
+
+
+def _weight(value: Any) -> float:
+    """A segment's intent weight as the SQL casts it; 1 without a segment."""
+    return float(value) if value is not None else 1.0
+
+
+def _row(
+    pk: Any,
+    opportunity: list[Any],
+    alerts: list[tuple[Any, ...]],
+    now: datetime,
+    settings: tuple[dict[str, float], dict[str, float]],
+) -> RegisterRow:
+    _status, team_id, owner_id, value, arrived_at, weight = opportunity
+    lateness = max(
+        float(severity.micros(now - due_at))
+        / float(severity.micros(severity.span_of(due_at=due_at, clock_start=start, sla=sla)))
+        for due_at, start, sla in alerts
+    )
+    levels = [
+        severity.severity_of(
+            due_at=due_at, clock_start=start, sla=sla, now=now, intent_weight=_weight(weight)
+        )
+        for due_at, start, sla in alerts
+    ]
+    reached = [int(level) for level in levels if level is not None]
+    raw = {
+        "intent": _weight(weight),
+        "value": float(value) if value is not None else 0.0,
+        "lateness": max(lateness, 0.0),
+        "age": float(severity.micros(now - arrived_at)),
+    }
+    score, _factors = priority.explain(raw, settings)
+    return RegisterRow(
+        opportunity_id=pk,
+        team_id=team_id,
+        owner_id=owner_id,
+        score=score,
+        intent=raw["intent"],
+        value=raw["value"],
+        lateness=raw["lateness"],
+        age=raw["age"],
+        severity=max(reached) if reached else None,
+        since=min(due_at for due_at, _start, _sla in alerts),
+        scored_at=now,
+    )
 
 
 @dataclass
@@ -257,6 +316,35 @@ def drain_range(payload: Mapping[str, Any], now: datetime) -> None:
 # Rescoring ----------------------------------------------------------------------------------
 
 
+_LEVEL_FIELDS = ("severity_level", "severity_since", "severity_changes_at")
+
+
+def store_levels(alerts: QuerySet[Alert], now: datetime, *, changed_only: bool = False) -> int:
+    """Store these alerts' severity levels at ``now`` with the spans they hold for
+    (``severity.level_span``, in Python: the same comparisons as the derived severity); one
+    read and one write, whatever their number. How many were written."""
+    rows = alerts.order_by().values_list(
+        "pk",
+        "due_at",
+        "clock_start",
+        "sla",
+        "opportunity__segment__intent_weight",
+        *_LEVEL_FIELDS,
+    )
+    changes: dict[Any, dict[str, Any]] = {}
+    for pk, due_at, clock_start, sla, weight, *stored in rows:
+        level, since, until = severity.level_span(
+            due_at=due_at,
+            clock_start=clock_start,
+            sla=sla,
+            now=now,
+            intent_weight=weight if weight is not None else 1,
+        )
+        if not changed_only or (level, since, until) != tuple(stored):
+            changes[pk] = dict(zip(_LEVEL_FIELDS, (level, since, until), strict=True))
+    return sql.update_rows(Alert, changes, _LEVEL_FIELDS)
+
+
 def ended(now: datetime, limit: int) -> list[int]:
     """Up to ``limit`` active alerts whose stored level ended by ``now``, in the order of its
     end: a range of the ``fv_alert_level_ends`` index. (As a filter, PostgreSQL judged it
@@ -276,9 +364,7 @@ def advance(now: datetime, *, batch: int = 5000, batches: int | None = 10) -> in
     is moved over several passes, and the queue derives the rest meanwhile. How many."""
     moved, done = 0, 0
     while ids := ended(now, batch):
-        moved += Alert.objects.filter(sql.among(Alert, "id", ids)).update(
-            **severity.stored(now, severity.opportunity_weight())
-        )
+        moved += store_levels(Alert.objects.filter(sql.among(Alert, "id", ids)), now)
         done += 1
         if len(ids) < batch or (batches is not None and done >= batches):
             break

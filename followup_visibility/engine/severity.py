@@ -31,19 +31,17 @@ from django.db.models import (
     FloatField,
     Func,
     IntegerField,
-    OuterRef,
     Q,
     QuerySet,
-    Subquery,
     Value,
     When,
 )
-from django.db.models.functions import Cast, Coalesce, Least
-from django.db.models.lookups import GreaterThan, LessThan
+from django.db.models.functions import Cast, Coalesce
+from django.db.models.lookups import LessThan
 
 from followup_visibility.choices import Severity
 from followup_visibility.conf import app_settings
-from followup_visibility.models import Alert, TrackedOpportunity
+from followup_visibility.models import Alert
 from followup_visibility.models.alert import LEVEL_ENDED
 
 #: The span used when the SLA has no length in wall time and no length at all (detection
@@ -161,19 +159,6 @@ def _segment_weight() -> Any:
     )
 
 
-def opportunity_weight() -> Subquery:
-    """The intent weight of an alert row's opportunity, as a subquery: an ``UPDATE`` of
-    alerts may not join (see :func:`stored`)."""
-    return Subquery(
-        TrackedOpportunity.objects.filter(pk=OuterRef("opportunity_id"))
-        .annotate(
-            fv_weight=Cast(Coalesce(F("segment__intent_weight"), Value(Decimal(1))), FloatField())
-        )
-        .values("fv_weight")[:1],
-        output_field=FloatField(),
-    )
-
-
 def _branches(now: datetime, weight: Any) -> list[tuple[Q | Any, int | None]]:
     """The conditions of :func:`expression`, in order, each with the level it gives."""
     weighted = late_micros(now) * weight
@@ -222,88 +207,42 @@ MARGIN_MICROS = 1000.0
 _MAX_SHIFT = float(100 * 365 * 86_400 * 1_000_000)
 
 
-class Shifted(Func):
-    """A datetime plus a float number of microseconds (rounded to whole ones)."""
+def level_span(
+    *,
+    due_at: datetime,
+    clock_start: datetime | None,
+    sla: timedelta,
+    now: datetime,
+    intent_weight: Decimal | float = 1,
+) -> tuple[int, datetime, datetime]:
+    """An alert's level at ``now`` (0 before it is due) and the span it holds for, each end
+    moved inwards by :data:`MARGIN_MICROS`: ``(level, since, changes_at)``.
 
-    output_field = DateTimeField()
-
-    def as_sql(self, compiler: Any, connection: Any, *args: Any, **extra: Any) -> Any:
-        raise NotSupportedError("stored severity needs PostgreSQL or SQLite")
-
-    def _parts(self, compiler: Any) -> tuple[str, str, list[Any]]:
-        moment, shift = self.get_source_expressions()
-        moment_sql, moment_params = compiler.compile(moment)
-        shift_sql, shift_params = compiler.compile(shift)
-        return moment_sql, shift_sql, [*moment_params, *shift_params]
-
-    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        moment, shift, params = self._parts(compiler)
-        return f"({moment} + ROUND({shift}) * INTERVAL '1 microsecond')", params
-
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        # Django's own function for datetime + duration on SQLite; it writes the datetime in
-        # the text form Django stores, so comparisons with stored values stay in order.
-        moment, shift, params = self._parts(compiler)
-        return f"django_format_dtdelta('+', {moment}, CAST(ROUND({shift}) AS INTEGER))", params
-
-
-def _crossing(threshold: float, weight: Any, margin: float) -> Any:
-    """When ``late x weight`` reaches ``threshold x span``, moved by ``margin`` microseconds."""
-    shift = Value(threshold) * span_micros() / weight + Value(margin)
-    return Shifted(F("due_at"), Least(shift, Value(_MAX_SHIFT)))
-
-
-def stored(now: datetime, weight: Any) -> dict[str, Case]:
-    """``severity_level``, ``severity_since`` and ``severity_changes_at`` of an alert row at
-    ``now``, for an ``UPDATE`` (``weight``: :func:`opportunity_weight`)."""
-    branches = _branches(now, weight)
-    starts = [None, 0.0, *_thresholds()]
-    level = Case(
-        *(When(condition, then=Value(lvl or 0)) for condition, lvl in branches),
-        default=Value(int(Severity.CRITICAL)),
-        output_field=IntegerField(),
+    The ends are where ``late x weight`` reaches each threshold x span; a weight of zero or
+    less never makes an alert later, so it stays low for good.
+    """
+    found = severity_of(
+        due_at=due_at, clock_start=clock_start, sla=sla, now=now, intent_weight=intent_weight
     )
-    since: list[Any] = [Value(FAR_PAST)]
-    until: list[Any] = [Shifted(F("due_at"), Value(-MARGIN_MICROS))]
-    for index in range(1, len(starts)):
-        start = starts[index]
-        assert start is not None
-        since.append(
-            Shifted(F("due_at"), Value(MARGIN_MICROS))
-            if start == 0.0
-            else _crossing(start, weight, MARGIN_MICROS)
-        )
-        if index + 1 < len(starts):
-            end = starts[index + 1]
-            assert end is not None
-            # A weight of zero or less never makes an alert later: low for good.
-            until.append(
-                Case(
-                    When(
-                        GreaterThan(weight, Value(0.0)),
-                        then=_crossing(end, weight, -MARGIN_MICROS),
-                    ),
-                    default=Value(NEVER),
-                    output_field=DateTimeField(),
-                )
-            )
-    until.append(Value(NEVER))
+    level = int(found) if found is not None else 0
+    span = float(micros(span_of(due_at=due_at, clock_start=clock_start, sla=sla)))
+    weight = float(intent_weight)
+    margin = timedelta(microseconds=MARGIN_MICROS)
 
-    def by_level(values: list[Any]) -> Case:
-        return Case(
-            *(
-                When(condition, then=value)
-                for (condition, _level), value in zip(branches, values, strict=False)
-            ),
-            default=values[-1],
-            output_field=DateTimeField(),
-        )
+    def crossing(threshold: float, inwards: float) -> datetime:
+        if weight <= 0:
+            return NEVER
+        shift = min(threshold * span / weight + inwards, _MAX_SHIFT)
+        return due_at + timedelta(microseconds=round(shift))
 
-    return {
-        "severity_level": level,
-        "severity_since": by_level(since),
-        "severity_changes_at": by_level(until),
-    }
+    starts = [None, 0.0, *_thresholds()]  # where low, medium, high and critical begin
+    if level == 0:
+        return 0, FAR_PAST, due_at - margin
+    begin = starts[level]
+    assert begin is not None
+    since = due_at + margin if begin == 0.0 else crossing(begin, MARGIN_MICROS)
+    end = starts[level + 1] if level + 1 < len(starts) else None
+    return level, since, NEVER if end is None else crossing(end, -MARGIN_MICROS)
 
 
 def fresh_q(now: datetime) -> Q:
