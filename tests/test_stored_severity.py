@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -21,10 +20,9 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from followup_visibility.alerting import ranking, sweep
-from followup_visibility.api.alerts import pages
 from followup_visibility.choices import ACTIVE_ALERT_STATUSES
 from followup_visibility.engine import severity
-from followup_visibility.models import Alert, Segment
+from followup_visibility.models import Alert
 from tests.test_register import HOUR, NOW, World, build
 
 URL = reverse("followup_visibility_api:alert-list")
@@ -169,25 +167,3 @@ def test_the_queue_pages_through_both_parts_without_a_gap(api: Api, world: World
                 break
             response = client.get(response.json()["next"])
     assert seen == expected(moment)
-
-
-def test_the_rescore_repairs_a_level_a_write_left_wrong(world: World) -> None:
-    # A weight changed around the app (no recompute, no refresh): stored levels are wrong.
-    Segment.objects.filter(code="hot").update(intent_weight=Decimal(300))
-    hot = Alert.objects.filter(opportunity_id=world.opps["hot"], status__in=ACTIVE_ALERT_STATUSES)
-    derived = derived_at(NOW)
-    wrong = [a for a in hot if a.severity_level != derived[a.pk]]
-    assert wrong
-    ranking.rescore(NOW)
-    assert all(a.severity_level == derived[a.pk] for a in active())
-
-
-def test_the_queue_derives_every_ended_level_as_a_set_past_the_lookup_limit(
-    api: Api, world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """After an upgrade, before the first pass, every level has ended: too many to look up
-    by key, the list filters them as a set, in the same order."""
-    monkeypatch.setattr(pages, "ENDED_BY_KEY", 1)
-    moment = NOW + 40 * HOUR
-    assert len(ranking.ended(moment, 10)) > 1
-    assert [pk for pk, _s in served(api, world, moment)] == expected(moment)

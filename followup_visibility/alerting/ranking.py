@@ -48,6 +48,9 @@ CHUNK = 5000
 #: for, and the register catches up as the outbox drains.
 SYNC_LIMIT = 2000
 RANGE_KEYS = 20_000
+#: Beyond this many listed opportunities in a chunk, rows are scored in SQL (:func:`scored`)
+#: rather than in Python: building that SQL costs more than it saves for a few rows.
+SCORE_IN_SQL = 200
 #: The outbox kind of a range to rank.
 RANGE = "followup_visibility.ranking.range"
 
@@ -110,7 +113,7 @@ def scored(now: datetime, base: QuerySet[TrackedOpportunity] | None = None) -> Q
 def store(opportunity_ids: Iterable[Any], now: datetime, *, every_level: bool = True) -> int:
     """Score these opportunities at ``now`` and store their rows; drop the rows of those no
     longer listed; store their active alerts' severity levels (``every_level``; otherwise
-    only those that differ from what is stored). Two reads and at most three writes per
+    only those that ended by ``now``). Two reads and at most three writes per
     :data:`CHUNK`; how many rows were stored.
 
     The score is computed in Python from the opportunities and their alerts, operation for
@@ -126,63 +129,95 @@ def store(opportunity_ids: Iterable[Any], now: datetime, *, every_level: bool = 
     stored = 0
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
-        opportunities = {
-            pk: rest
-            for pk, *rest in TrackedOpportunity.objects.filter(
-                sql.among(TrackedOpportunity, "id", chunk)
-            )
-            .order_by()
-            .values_list(
-                "pk",
-                "status",
-                "team_id",
-                "owner_id",
-                "value",
-                "arrived_at",
-                "segment__intent_weight",
-            )
-        }
+        # One read: the active alerts with their opportunity's columns (an opportunity with
+        # none is not listed, and needs no read to drop its row).
         alerts = (
             Alert.objects.filter(
                 sql.among(Alert, "opportunity", chunk), status__in=ACTIVE_ALERT_STATUSES
             )
             .order_by()
             .values_list(
-                "pk", "opportunity_id", "status", "due_at", "clock_start", "sla", *_LEVEL_FIELDS
+                "pk",
+                "opportunity_id",
+                "status",
+                "due_at",
+                "clock_start",
+                "sla",
+                *_LEVEL_FIELDS,
+                *_OPPORTUNITY_FIELDS,
             )
         )
+        opportunities: dict[Any, tuple[Any, ...]] = {}
         listing: dict[Any, list[tuple[Any, ...]]] = defaultdict(list)
         levels: dict[Any, dict[str, Any]] = {}
-        for pk, opportunity_id, status, due_at, clock_start, sla, *kept in alerts:
-            weight = _weight(opportunities[opportunity_id][5])
-            level = severity.level_span(
-                due_at=due_at, clock_start=clock_start, sla=sla, now=now, intent_weight=weight
-            )
-            # With ``every_level`` off (the rescore), only the levels that differ are
-            # written: those that ended, and any a write around the app left wrong (a
-            # weight changed without a refresh, say).
-            if every_level or level != tuple(kept):
+        width = len(_LEVEL_FIELDS)
+        for pk, opportunity_id, status, due_at, clock_start, sla, *rest in alerts:
+            kept, opportunity = tuple(rest[:width]), tuple(rest[width:])
+            opportunities[opportunity_id] = opportunity
+            # With ``every_level`` off (the rescore), only the levels that ended are stored
+            # again: the others hold, and computing them all cost most of a rescore.
+            if every_level or kept[2] <= now:
+                level = severity.level_span(
+                    due_at=due_at,
+                    clock_start=clock_start,
+                    sla=sla,
+                    now=now,
+                    intent_weight=_weight(opportunity[5]),
+                )
                 levels[pk] = dict(zip(_LEVEL_FIELDS, level, strict=True))
             if status in LISTING:
                 listing[opportunity_id].append((due_at, clock_start, sla))
         sql.update_rows(Alert, levels, _LEVEL_FIELDS)
-        rows = [
-            _row(pk, opportunities[pk], listing[pk], now, settings)
-            for pk in chunk
-            if pk in opportunities and opportunities[pk][0] == Status.OPEN and listing.get(pk)
-        ]
-        if rows:
-            RegisterRow.objects.bulk_create(
-                rows,
-                update_conflicts=True,
-                unique_fields=["opportunity"],
-                update_fields=[*_STORED, "scored_at"],
-            )
+        if len(listing) > SCORE_IN_SQL:
+            # Many rows (a rescore, a range from the outbox): scoring them in SQL costs less
+            # than converting their values in Python.
+            rows = _scored_rows(chunk, now)
+        else:
+            rows = [
+                _row(pk, opportunities[pk], listing[pk], now, settings)
+                for pk in chunk
+                if listing.get(pk) and opportunities[pk][0] == Status.OPEN
+            ]
+        sql.upsert_rows(RegisterRow, rows)
         gone = sorted(set(chunk) - {row.opportunity_id for row in rows})
         if gone:
             RegisterRow.objects.filter(sql.among(RegisterRow, "opportunity", gone)).delete()
         stored += len(rows)
     return stored
+
+
+def _scored_rows(chunk: list[Any], now: datetime) -> list[RegisterRow]:
+    """The rows of ``chunk`` as :func:`scored` computes them in SQL (the same numbers)."""
+    base = TrackedOpportunity.objects.filter(sql.among(TrackedOpportunity, "id", chunk))
+    return [
+        RegisterRow(
+            opportunity_id=row["pk"],
+            team_id=row["team_id"],
+            owner_id=row["owner_id"],
+            score=row["fv_score"],
+            intent=row["fv_intent"],
+            value=row["fv_value"],
+            lateness=row["fv_lateness"] or 0.0,
+            age=row["fv_age"],
+            severity=row["fv_severity"],
+            since=row["fv_since"],
+            scored_at=now,
+        )
+        for row in scored(now, base)
+        .order_by()
+        .values(
+            "pk",
+            "team_id",
+            "owner_id",
+            "fv_score",
+            "fv_intent",
+            "fv_value",
+            "fv_lateness",
+            "fv_age",
+            "fv_severity",
+            "fv_since",
+        )
+    ]
 
 
 def _weight(value: Any) -> float:
@@ -192,7 +227,7 @@ def _weight(value: Any) -> float:
 
 def _row(
     pk: Any,
-    opportunity: list[Any],
+    opportunity: tuple[Any, ...],
     alerts: list[tuple[Any, ...]],
     now: datetime,
     settings: tuple[dict[str, float], dict[str, float]],
@@ -317,6 +352,15 @@ def drain_range(payload: Mapping[str, Any], now: datetime) -> None:
 
 
 _LEVEL_FIELDS = ("severity_level", "severity_since", "severity_changes_at")
+#: What a register row copies of its opportunity (read with its alerts).
+_OPPORTUNITY_FIELDS = (
+    "opportunity__status",
+    "opportunity__team_id",
+    "opportunity__owner_id",
+    "opportunity__value",
+    "opportunity__arrived_at",
+    "opportunity__segment__intent_weight",
+)
 
 
 def store_levels(alerts: QuerySet[Alert], now: datetime, *, changed_only: bool = False) -> int:
@@ -373,7 +417,7 @@ def advance(now: datetime, *, batch: int = 5000, batches: int | None = 10) -> in
 
 def rescore(now: datetime, *, chunk: int = 20_000) -> int:
     """Score every listed opportunity again at ``now``, and drop the rows of the others;
-    store the alerts' severity levels that differ (ended, or left wrong).
+    store the alerts' severity levels that ended.
 
     Walks the opportunities in key order, a transaction per ``chunk`` keys: a failed chunk
     leaves the others stored, and a rerun starts over. How many rows were stored.
@@ -388,5 +432,28 @@ def rescore(now: datetime, *, chunk: int = 20_000) -> int:
             return stored
         with transaction.atomic():
             sql.no_jit()
-            stored += store(ids, now, every_level=False)
+            stored += _rescore_chunk(ids, now)
         after = ids[-1]
+
+
+def _rescore_chunk(ids: list[Any], now: datetime) -> int:
+    """:func:`store` for a rescore, all in SQL but the levels that ended: the scores of
+    every listed opportunity of ``ids`` and the rows of the others dropped."""
+    stored = 0
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        store_levels(
+            Alert.objects.filter(
+                sql.among(Alert, "opportunity", chunk),
+                severity.stale_q(now),
+                status__in=ACTIVE_ALERT_STATUSES,
+            ),
+            now,
+        )
+        rows = _scored_rows(chunk, now)
+        sql.upsert_rows(RegisterRow, rows)
+        gone = sorted(set(chunk) - {row.opportunity_id for row in rows})
+        if gone:
+            RegisterRow.objects.filter(sql.among(RegisterRow, "opportunity", gone)).delete()
+        stored += len(rows)
+    return stored
