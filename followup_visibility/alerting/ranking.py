@@ -179,9 +179,7 @@ def store(opportunity_ids: Iterable[Any], now: datetime, *, every_level: bool = 
                 if listing.get(pk) and opportunities[pk][0] == Status.OPEN
             ]
         sql.upsert_rows(RegisterRow, rows)
-        gone = sorted(set(chunk) - {row.opportunity_id for row in rows})
-        if gone:
-            RegisterRow.objects.filter(sql.among(RegisterRow, "opportunity", gone)).delete()
+        _drop_unlisted(chunk, rows)
         stored += len(rows)
     return stored
 
@@ -218,6 +216,13 @@ def _scored_rows(chunk: list[Any], now: datetime) -> list[RegisterRow]:
             "fv_since",
         )
     ]
+
+
+def _drop_unlisted(chunk: list[Any], rows: list[RegisterRow]) -> None:
+    """Delete the rows of the opportunities of ``chunk`` that ``rows`` does not list."""
+    gone = sorted(set(chunk) - {row.opportunity_id for row in rows})
+    if gone:
+        RegisterRow.objects.filter(sql.among(RegisterRow, "opportunity", gone)).delete()
 
 
 def _weight(value: Any) -> float:
@@ -452,8 +457,6 @@ def _rescore_chunk(ids: list[Any], now: datetime) -> int:
         )
         rows = _scored_rows(chunk, now)
         sql.upsert_rows(RegisterRow, rows)
-        gone = sorted(set(chunk) - {row.opportunity_id for row in rows})
-        if gone:
-            RegisterRow.objects.filter(sql.among(RegisterRow, "opportunity", gone)).delete()
+        _drop_unlisted(chunk, rows)
         stored += len(rows)
     return stored

@@ -242,9 +242,7 @@ def update_rows(
     for name, f in concrete:
         arrays.append([f.get_db_prep_save(values[name], connection) for values in rows.values()])
     columns = [pk_field, *(f for _name, f in concrete)]
-    unnest = ", ".join(
-        f"{array(values)}::{_array_type(f)}" for f, values in zip(columns, arrays, strict=True)
-    )
+    unnest = _unnest(columns, arrays)
     names = ", ".join(quote(f.column) for f in columns)
     sets = ", ".join(f"{quote(f.column)} = v.{quote(f.column)}" for _name, f in concrete)
     pk = quote(pk_field.column)
@@ -284,9 +282,7 @@ def upsert_rows(model: type[models.Model], objs: Sequence[models.Model]) -> int:
     # The values as they are: numbers, keys and aware datetimes, which psycopg adapts (the
     # fields' preparation cost more than the statement for a rescore's thousands of rows).
     arrays = [[getattr(o, f.attname) for o in objs] for f in columns]
-    unnest = ", ".join(
-        f"{array(values)}::{_array_type(f)}" for f, values in zip(columns, arrays, strict=True)
-    )
+    unnest = _unnest(columns, arrays)
     names = ", ".join(quote(f.column) for f in columns)
     sets = ", ".join(f"{quote(f.column)} = EXCLUDED.{quote(f.column)}" for f in fields)
     with bound_cursor() as cursor:
@@ -296,6 +292,13 @@ def upsert_rows(model: type[models.Model], objs: Sequence[models.Model]) -> int:
             arrays,
         )
         return max(int(cursor.rowcount), 0)
+
+
+def _unnest(columns: Sequence[Field[Any, Any]], arrays: Sequence[list[Any]]) -> str:
+    """The arguments of ``unnest(...)``: one typed array placeholder per column."""
+    return ", ".join(
+        f"{array(values)}::{_array_type(f)}" for f, values in zip(columns, arrays, strict=True)
+    )
 
 
 def _array_type(field: Field[Any, Any]) -> str:

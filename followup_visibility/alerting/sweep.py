@@ -178,7 +178,8 @@ def recheck(now: datetime, opportunity_ids: Sequence[int], keys: Range | None = 
       alert and judges it itself.
 
     So once the raise, the refreshes and this have committed, no alert it raised stands
-    without a due deadline. Three statements, and a fourth when something is resolved (on
+    without a due deadline. Three statements, and a fourth when something is resolved, with
+    the register's stored ranking of what it resolved (:mod:`ranking`, three more) (on
     SQLite only the look and the resolution: it has a single writer, so no refresh commits
     while the raise runs, and ``raise_alerts`` names no opportunities there). A chunk's range
     costs one more (``no_jit``) and, with nothing raised, no lock: this is how a full pass
