@@ -27,16 +27,12 @@ from followup_visibility.ingest.crm import sync_objects
 from followup_visibility.ingest.touches import record_touch
 from followup_visibility.models import Alert, OutboxMessage, RegisterRow, TrackedOpportunity
 from followup_visibility.register import rows as register
-from tests.test_register import HOUR, LISTED, NOW, World, build
+from tests.test_register import HOUR, LISTED, NOW, World, module_world
 
 
 @pytest.fixture(scope="module")
 def world(django_db_setup: Any, django_db_blocker: Any) -> Iterator[World]:
-    with django_db_blocker.unblock(), transaction.atomic():
-        with time_machine.travel(NOW, tick=False):
-            built = build()
-        yield built
-        transaction.set_rollback(True)
+    yield from module_world(django_db_blocker)
 
 
 @pytest.fixture(autouse=True)

@@ -168,13 +168,19 @@ def build() -> World:
     return world
 
 
-@pytest.fixture(scope="module")
-def world(django_db_setup: Any, django_db_blocker: Any) -> Iterator[World]:
+def module_world(django_db_blocker: Any) -> Iterator[World]:
+    """Body of a module-scoped fixture: this world, built once at ``NOW`` and rolled back at
+    the end (the stored ranking's tests share it)."""
     with django_db_blocker.unblock(), transaction.atomic():
         with time_machine.travel(NOW, tick=False):
             built = build()
         yield built
         transaction.set_rollback(True)
+
+
+@pytest.fixture(scope="module")
+def world(django_db_setup: Any, django_db_blocker: Any) -> Iterator[World]:
+    yield from module_world(django_db_blocker)
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import time_machine
-from django.db import transaction
 from django.urls import reverse
 from rest_framework.test import APIClient
 
@@ -23,7 +22,7 @@ from followup_visibility.alerting import ranking, sweep
 from followup_visibility.choices import ACTIVE_ALERT_STATUSES
 from followup_visibility.engine import severity
 from followup_visibility.models import Alert
-from tests.test_register import HOUR, NOW, World, build
+from tests.test_register import HOUR, NOW, World, module_world
 
 URL = reverse("followup_visibility_api:alert-list")
 MARGIN = timedelta(microseconds=severity.MARGIN_MICROS)
@@ -33,11 +32,7 @@ PAST_MARGIN = 2 * MARGIN
 
 @pytest.fixture(scope="module")
 def world(django_db_setup: Any, django_db_blocker: Any) -> Iterator[World]:
-    with django_db_blocker.unblock(), transaction.atomic():
-        with time_machine.travel(NOW, tick=False):
-            built = build()
-        yield built
-        transaction.set_rollback(True)
+    yield from module_world(django_db_blocker)
 
 
 @pytest.fixture(autouse=True)
