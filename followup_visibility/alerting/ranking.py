@@ -110,11 +110,10 @@ def scored(now: datetime, base: QuerySet[TrackedOpportunity] | None = None) -> Q
 # Storing ------------------------------------------------------------------------------------
 
 
-def store(opportunity_ids: Iterable[Any], now: datetime, *, every_level: bool = True) -> int:
+def store(opportunity_ids: Iterable[Any], now: datetime) -> int:
     """Score these opportunities at ``now`` and store their rows; drop the rows of those no
-    longer listed; store their active alerts' severity levels (``every_level``; otherwise
-    only those that ended by ``now``). Two reads and at most three writes per
-    :data:`CHUNK`; how many rows were stored.
+    longer listed; store their active alerts' severity levels. One read and at most three
+    writes per :data:`CHUNK`; how many rows were stored.
 
     The score is computed in Python from the opportunities and their alerts, operation for
     operation as :func:`scored` computes it in SQL (``engine/priority.py``, ``severity``),
@@ -143,28 +142,22 @@ def store(opportunity_ids: Iterable[Any], now: datetime, *, every_level: bool = 
                 "due_at",
                 "clock_start",
                 "sla",
-                *_LEVEL_FIELDS,
                 *_OPPORTUNITY_FIELDS,
             )
         )
         opportunities: dict[Any, tuple[Any, ...]] = {}
         listing: dict[Any, list[tuple[Any, ...]]] = defaultdict(list)
         levels: dict[Any, dict[str, Any]] = {}
-        width = len(_LEVEL_FIELDS)
         for pk, opportunity_id, status, due_at, clock_start, sla, *rest in alerts:
-            kept, opportunity = tuple(rest[:width]), tuple(rest[width:])
-            opportunities[opportunity_id] = opportunity
-            # With ``every_level`` off (the rescore), only the levels that ended are stored
-            # again: the others hold, and computing them all cost most of a rescore.
-            if every_level or kept[2] <= now:
-                level = severity.level_span(
-                    due_at=due_at,
-                    clock_start=clock_start,
-                    sla=sla,
-                    now=now,
-                    intent_weight=_weight(opportunity[5]),
-                )
-                levels[pk] = dict(zip(_LEVEL_FIELDS, level, strict=True))
+            opportunities[opportunity_id] = opportunity = tuple(rest)
+            level = severity.level_span(
+                due_at=due_at,
+                clock_start=clock_start,
+                sla=sla,
+                now=now,
+                intent_weight=_weight(opportunity[5]),
+            )
+            levels[pk] = dict(zip(_LEVEL_FIELDS, level, strict=True))
             if status in LISTING:
                 listing[opportunity_id].append((due_at, clock_start, sla))
         sql.update_rows(Alert, levels, _LEVEL_FIELDS)

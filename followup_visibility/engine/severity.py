@@ -152,34 +152,21 @@ def span_micros(path: str = "") -> Case:
     )
 
 
-def _segment_weight() -> Any:
-    return Cast(
+def expression(now: datetime) -> Case:
+    """The severity of an alert row at ``now``, as an SQL expression (``NULL`` if not due)."""
+    late = late_micros(now)
+    span = span_micros()
+    weight = Cast(
         Coalesce(F("opportunity__segment__intent_weight"), Value(Decimal(1))),
         FloatField(),
     )
-
-
-def _branches(now: datetime, weight: Any) -> list[tuple[Q | Any, int | None]]:
-    """The conditions of :func:`expression`, in order, each with the level it gives."""
-    weighted = late_micros(now) * weight
-    span = span_micros()
-    return [
-        (Q(due_at__gt=now), None),
+    weighted = late * weight
+    return Case(
+        When(due_at__gt=now, then=Value(None)),
         *(
-            (LessThan(weighted, Value(threshold) * span), int(level))
+            When(LessThan(weighted, Value(threshold) * span), then=Value(int(level)))
             for level, threshold in zip(_LEVELS, _thresholds(), strict=True)
         ),
-    ]
-
-
-def expression(now: datetime, weight: Any = None) -> Case:
-    """The severity of an alert row at ``now``, as an SQL expression (``NULL`` if not due).
-
-    ``weight``: the intent weight as an expression (its opportunity's segment's by default,
-    through a join)."""
-    branches = _branches(now, _segment_weight() if weight is None else weight)
-    return Case(
-        *(When(condition, then=Value(level)) for condition, level in branches),
         default=Value(int(Severity.CRITICAL)),
         output_field=IntegerField(),
     )
